@@ -1,0 +1,27 @@
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def binarized_mnist():
+    """The real statically binarized MNIST, unpacked to float32 0/1 pixels.
+
+    Fails (never skips) when `$TFVAE_DATA_DIR/binarized_mnist.npz` is missing:
+    CI must run the tests that need it.
+    """
+    data_dir = os.environ.get("TFVAE_DATA_DIR")
+    path = os.path.join(data_dir or "", "binarized_mnist.npz")
+    if not data_dir or not os.path.exists(path):
+        pytest.fail(
+            "These tests need binarized_mnist.npz in $TFVAE_DATA_DIR; "
+            f"TFVAE_DATA_DIR={data_dir!r}."
+        )
+    with np.load(path) as packed:
+        return {
+            split: np.unpackbits(packed[split], axis=1)[:, :784].astype("float32")
+            for split in ("train", "valid", "test")
+        }

@@ -1,0 +1,144 @@
+import keras
+import numpy as np
+import pytest
+from helpers import assert_config_round_trip, log_sigmoid, normal_log_density, softplus
+
+import tfvae
+from tfvae import heads
+
+RNG = np.random.default_rng(0)
+FEATURES = RNG.normal(size=(4, 5)).astype("float32")
+
+
+def _params(head, features):
+    """The head's affine projection, recomputed in numpy."""
+    flat = features.reshape(len(features), -1)
+    params = flat @ head.kernel.numpy() + head.bias.numpy()
+    return np.split(params, head.num_params, axis=-1)
+
+
+def test_bernoulli_log_prob_matches_hand_computation():
+    head = heads.BernoulliHead(event_shape=(2, 3))
+    p = head(FEATURES)
+    x = (RNG.random((4, 2, 3)) < 0.5).astype("float32")
+    (logits,) = _params(head, FEATURES)
+    logits = logits.reshape(4, 2, 3)
+    expected = (x * log_sigmoid(logits) + (1 - x) * log_sigmoid(-logits)).sum((1, 2))
+    assert p.event_shape == (2, 3)
+    np.testing.assert_allclose(p.log_prob(x).numpy(), expected, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(p.mean().numpy(), 1 / (1 + np.exp(-logits)), rtol=1e-5)
+
+
+@pytest.mark.parametrize("scale", ["diagonal", "shared", 0.3])
+def test_gaussian_log_prob_matches_hand_computation(scale):
+    head = heads.GaussianHead(scale=scale, event_shape=(6,))
+    p = head(FEATURES)
+    if scale == "shared":
+        head.raw_scale.assign(RNG.normal(size=(6,)))
+    p = head(FEATURES)
+    params = _params(head, FEATURES)
+    loc = params[0]
+    if scale == "diagonal":
+        sigma = softplus(params[1]) + head.min_scale
+    elif scale == "shared":
+        sigma = np.broadcast_to(softplus(head.raw_scale.numpy()) + head.min_scale, loc.shape)
+    else:
+        sigma = np.full_like(loc, scale)
+    x = RNG.normal(size=(4, 6)).astype("float32")
+    expected = normal_log_density(x, loc, sigma).sum(-1)
+    np.testing.assert_allclose(p.log_prob(x).numpy(), expected, rtol=1e-5, atol=1e-4)
+    np.testing.assert_allclose(p.stddev().numpy(), sigma, rtol=1e-5)
+    np.testing.assert_allclose(p.mean().numpy(), loc, rtol=1e-5, atol=1e-6)
+
+
+def test_learned_scales_are_floored():
+    head = heads.GaussianHead(scale="diagonal", min_scale=0.01, event_shape=(3,))
+    head.build((None, 2))
+    head.kernel.assign(np.zeros((2, 6)))
+    head.bias.assign(np.array([0, 0, 0, -100, -100, -100], "float32"))
+    scale = head(np.ones((1, 2), "float32")).stddev().numpy()
+    np.testing.assert_allclose(scale, 0.01, rtol=1e-6)
+
+
+def test_shared_scale_is_one_weight_per_dimension_shared_by_examples():
+    head = heads.GaussianHead(scale="shared", event_shape=(3,))
+    scale = head(FEATURES).stddev().numpy()
+    assert head.raw_scale.shape == (3,)
+    np.testing.assert_array_equal(scale, np.broadcast_to(scale[0], scale.shape))
+
+
+def test_posterior_head_is_a_diagonal_gaussian():
+    head = heads.DiagonalGaussianHead(event_shape=(2,))
+    q = head(FEATURES)
+    assert q.event_shape == (2,) and q.batch_shape == (4,)
+    assert head.min_scale == 1e-4
+    assert "scale" not in head.get_config()
+
+
+@pytest.mark.parametrize(
+    "head",
+    [
+        heads.BernoulliHead(event_shape=(28, 28, 1)),
+        heads.GaussianHead(scale="diagonal", event_shape=(5,)),
+        heads.GaussianHead(scale="shared", min_scale=0.05, event_shape=(5,)),
+        heads.GaussianHead(scale=0.5, event_shape=(5,)),
+        heads.DiagonalGaussianHead(event_shape=(7,)),
+    ],
+    ids=["bernoulli", "diagonal", "shared", "fixed", "posterior"],
+)
+def test_heads_config_round_trip(head):
+    clone = assert_config_round_trip(head)
+    assert heads.get(heads.serialize(head)).get_config() == head.get_config()
+    assert clone.event_shape == head.event_shape
+
+
+def test_log_probs_are_float32_under_mixed_precision():
+    head = heads.GaussianHead(scale="shared", event_shape=(3,), dtype="mixed_bfloat16")
+    p = head(FEATURES)
+    assert head.compute_dtype == "bfloat16"
+    assert p.log_prob(np.zeros((4, 3), "float32")).dtype == "float32"
+
+
+def test_get_accepts_names_heads_and_configs():
+    assert type(heads.get("bernoulli")) is heads.BernoulliHead
+    gaussian = heads.get("Gaussian")
+    assert type(gaussian) is heads.GaussianHead and gaussian.scale == "diagonal"
+    head = heads.GaussianHead(scale=0.1)
+    assert heads.get(head) is head
+
+
+def test_get_rejects_unknown_names_listing_valid_ones():
+    with pytest.raises(ValueError, match=r"Unknown likelihood 'poisson'.*bernoulli.*gaussian"):
+        heads.get("poisson")
+    with pytest.raises(ValueError, match="likelihood=42"):
+        heads.get(42)
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"scale": "full"}, "scale='full'"),
+        ({"scale": -1.0}, "scale=-1.0"),
+        ({"scale": float("nan")}, "scale=nan"),
+        ({"min_scale": -0.1}, "min_scale=-0.1"),
+        ({"event_shape": (0, 3)}, r"event_shape=\(0, 3\)"),
+    ],
+)
+def test_bad_head_arguments(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        heads.GaussianHead(**kwargs)
+
+
+def test_head_without_event_shape_fails_clearly():
+    with pytest.raises(ValueError, match="has no event_shape"):
+        heads.BernoulliHead()(FEATURES)
+
+
+def test_head_event_shape_must_match_model():
+    with pytest.raises(ValueError, match=r"event_shape=\(10,\)"):
+        tfvae.VAE(input_shape=(6,), latent_dim=2, likelihood=heads.BernoulliHead((10,)))
+
+
+def test_heads_serialize_inside_keras_objects():
+    config = keras.saving.serialize_keras_object(heads.GaussianHead(0.25, event_shape=(4,)))
+    assert config["registered_name"] == "tfvae>GaussianHead"

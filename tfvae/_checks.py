@@ -1,0 +1,193 @@
+"""Checks of model arguments and data, made before any work is done.
+
+Arrays are checked in full before `fit`, `evaluate` or `predict` starts. A
+`tf.data.Dataset` has its element spec checked up front and its values checked
+batch by batch inside the compiled step, before that step's update; the
+resulting error is re-raised as the same `ValueError` by `data_errors()`.
+"""
+
+import contextlib
+import math
+import numbers
+
+import numpy as np
+import tensorflow as tf
+from keras import ops
+
+# Marks the messages of in-graph assertions so `data_errors` can find them.
+_MARK = "tfvae data check: "
+
+
+def positive_int(value, name, minimum=1):
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, numbers.Integral)
+        or value < minimum
+    ):
+        raise ValueError(
+            f"`{name}` must be an integer >= {minimum}. Received: {name}={value!r}"
+        )
+    return int(value)
+
+
+def shape_tuple(value, name, allow_empty=False):
+    """A tuple of positive integers (an int is a one-element tuple)."""
+    if isinstance(value, numbers.Integral) and not isinstance(value, bool):
+        value = (value,)
+    try:
+        shape = tuple(value)
+        ok = all(
+            isinstance(d, numbers.Integral) and not isinstance(d, bool) and d >= 1
+            for d in shape
+        )
+    except TypeError:
+        ok = False
+    if not ok or (not shape and not allow_empty):
+        what = "a tuple" if allow_empty else "a non-empty tuple"
+        raise ValueError(
+            f"`{name}` must be {what} of positive integers. Received: {name}={value!r}"
+        )
+    return tuple(int(d) for d in shape)
+
+
+def non_negative_float(value, name):
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, numbers.Real)
+        or not math.isfinite(value)
+        or value < 0
+    ):
+        raise ValueError(
+            f"`{name}` must be a non-negative finite number. Received: {name}={value!r}"
+        )
+    return float(value)
+
+
+def one_of(value, name, choices):
+    if value not in choices:
+        raise ValueError(f"`{name}` must be one of {choices}. Received: {name}={value!r}")
+    return value
+
+
+def _expected(input_shape):
+    return f"(batch, {', '.join(str(d) for d in input_shape)})"
+
+
+def _support_problem(name, support, low, high):
+    return (
+        f"`{name}` holds values in [{low:g}, {high:g}], but the Bernoulli "
+        f"likelihood needs targets in [{support[0]:g}, {support[1]:g}]."
+    )
+
+
+def check_array(x, input_shape, support, name="x"):
+    """Checks an array-like batch of examples in full. Returns nothing."""
+    a = np.asarray(x)
+    if a.shape[1:] != tuple(input_shape) or a.ndim != len(input_shape) + 1:
+        raise ValueError(
+            f"`{name}` must have shape {_expected(input_shape)} to match the "
+            f"model's input_shape={tuple(input_shape)}. Received: "
+            f"{name}.shape={a.shape}"
+        )
+    if a.dtype == object or not (
+        np.issubdtype(a.dtype, np.number) or a.dtype == bool
+    ):
+        raise ValueError(
+            f"`{name}` must hold numbers. Received: {name}.dtype={a.dtype}"
+        )
+    if np.issubdtype(a.dtype, np.inexact):
+        bad = int(np.size(a) - np.count_nonzero(np.isfinite(a)))
+        if bad:
+            raise ValueError(
+                f"`{name}` contains {bad} NaN or Inf values; expected finite "
+                "values only."
+            )
+    if support is not None and a.size:
+        low, high = float(a.min()), float(a.max())
+        if low < support[0] or high > support[1]:
+            raise ValueError(_support_problem(name, support, low, high))
+
+
+def check_spec(spec, input_shape, name="x"):
+    """Checks the static shape of one tensor spec or tensor against input_shape."""
+    shape = tf.TensorShape(spec.shape)
+    expected = tf.TensorShape([None, *input_shape])
+    if shape.rank is not None and not shape.is_compatible_with(expected):
+        hint = ""
+        if shape.rank == len(input_shape):
+            hint = " It looks unbatched: call `.batch(batch_size)` on the dataset."
+        raise ValueError(
+            f"`{name}` must have shape {_expected(input_shape)} to match the "
+            f"model's input_shape={tuple(input_shape)}. Received: "
+            f"{name}.shape={tuple(shape.as_list())}.{hint}"
+        )
+
+
+def check_data(data, input_shape, support, name="x"):
+    """Checks what `fit`/`evaluate`/`predict` accept, as far as possible up front.
+
+    Arrays and tensors are checked in full; for a `tf.data.Dataset`, the element
+    spec; a tuple is `(x, y)` or `(x, y, sample_weight)` and only `x` is
+    checked. Other inputs (generators, `PyDataset`) are checked in the step.
+    """
+    if data is None:
+        return
+    if isinstance(data, tf.data.Dataset):
+        spec = data.element_spec
+        if isinstance(spec, (tuple, list)):
+            spec = spec[0]
+        if isinstance(spec, tf.TensorSpec):
+            check_spec(spec, input_shape, name)
+        return
+    if isinstance(data, (tuple, list)):
+        if data and not np.isscalar(data[0]):
+            check_data(data[0], input_shape, support, name)
+        return
+    if hasattr(data, "shape") and hasattr(data, "dtype"):
+        check_array(data, input_shape, support, name)
+
+
+def check_batch(x, input_shape, support, name="x"):
+    """In-graph check of one batch; returns x as float32, after the checks.
+
+    The shape is checked when the step is traced (a `ValueError` then); the
+    values by assertions that every later computation depends on.
+    """
+    check_spec(x, input_shape, name)
+    x = ops.cast(x, "float32")
+    checks = [
+        tf.debugging.Assert(
+            tf.reduce_all(tf.math.is_finite(x)),
+            [f"{_MARK}`{name}` contains NaN or Inf values; expected finite values only."],
+        )
+    ]
+    if support is not None:
+        low, high = tf.reduce_min(x), tf.reduce_max(x)
+        checks.append(
+            tf.debugging.Assert(
+                tf.logical_and(low >= support[0], high <= support[1]),
+                [
+                    f"{_MARK}`{name}` holds values outside [{support[0]:g}, "
+                    f"{support[1]:g}], which the Bernoulli likelihood needs; "
+                    "min and max of the batch:",
+                    low,
+                    high,
+                ],
+            )
+        )
+    with tf.control_dependencies(checks):
+        return tf.identity(x)
+
+
+@contextlib.contextmanager
+def data_errors():
+    """Re-raises a failed in-graph data check as a `ValueError`."""
+    try:
+        yield
+    except tf.errors.InvalidArgumentError as error:
+        message = error.message
+        if _MARK not in message:
+            raise
+        detail = message[message.index(_MARK) + len(_MARK) :].splitlines()[0]
+        # The assertion prints its data as "[text] [v1] [v2]".
+        raise ValueError(detail.replace("] [", " ").strip(" ]")) from error

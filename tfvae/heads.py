@@ -1,0 +1,300 @@
+"""Distribution heads: Keras layers that turn features into TFP distributions.
+
+A head owns the last affine map of a network. It flattens the features it is
+given (everything but the batch axis), projects them onto the parameters of its
+distribution, and returns a `tfd.Independent` distribution whose event shape is
+the data's shape, so `log_prob(x)` gives one value per example.
+
+Parameters and log-probabilities are computed in float32, also under a
+mixed-precision dtype policy.
+"""
+
+import math
+
+import keras
+import tensorflow as tf
+import tensorflow_probability as tfp
+from keras import ops
+
+tfd = tfp.distributions
+
+__all__ = [
+    "DistributionHead",
+    "BernoulliHead",
+    "GaussianHead",
+    "DiagonalGaussianHead",
+    "get",
+    "serialize",
+]
+
+
+def _standardize_event_shape(event_shape):
+    if event_shape is None:
+        return None
+    if isinstance(event_shape, int):
+        event_shape = (event_shape,)
+    try:
+        shape = tuple(int(d) for d in event_shape)
+    except (TypeError, ValueError):
+        shape = None
+    if not shape or any(d < 1 for d in shape):
+        raise ValueError(
+            "`event_shape` must be a non-empty tuple of positive integers. "
+            f"Received: event_shape={event_shape}"
+        )
+    return shape
+
+
+class DistributionHead(keras.layers.Layer):
+    """Base class of the distribution heads.
+
+    Subclasses set `num_params` (how many tensors of the event shape the
+    projection produces) and implement `_distribution(params)`, which receives a
+    list of float32 tensors of shape `(batch, *event_shape)`.
+
+    Args:
+        event_shape: shape of one example of the modelled variable, e.g.
+            `(784,)` or `(28, 28, 1)`. May be left `None` and set later through
+            `set_event_shape` (the models do this from their `input_shape`).
+        **kwargs: base layer keyword arguments, such as `name` and `dtype`.
+    """
+
+    num_params = 1
+    # The closed interval the modelled values must lie in, or None.
+    support = None
+
+    def __init__(self, event_shape=None, **kwargs):
+        super().__init__(**kwargs)
+        self.event_shape = _standardize_event_shape(event_shape)
+
+    def set_event_shape(self, event_shape):
+        """Sets the event shape of an unbuilt head, or checks it if set."""
+        event_shape = _standardize_event_shape(event_shape)
+        if self.event_shape is not None and self.event_shape != event_shape:
+            raise ValueError(
+                f"Head '{self.name}' was configured with event_shape="
+                f"{self.event_shape}, but the model needs event_shape="
+                f"{event_shape}. Received: event_shape={self.event_shape}"
+            )
+        if self.built and self.event_shape is None:
+            raise ValueError(f"Head '{self.name}' is already built.")
+        self.event_shape = event_shape
+
+    @property
+    def event_size(self):
+        return math.prod(self.event_shape)
+
+    def build(self, input_shape):
+        if self.event_shape is None:
+            raise ValueError(
+                f"Head '{self.name}' has no event_shape. Pass "
+                "`event_shape=` or use the head inside a tfvae model."
+            )
+        in_features = math.prod(input_shape[1:])
+        self.kernel = self.add_weight(
+            name="kernel",
+            shape=(in_features, self.num_params * self.event_size),
+            initializer="glorot_uniform",
+        )
+        self.bias = self.add_weight(
+            name="bias",
+            shape=(self.num_params * self.event_size,),
+            initializer="zeros",
+        )
+
+    def project(self, features):
+        """Returns the list of float32 parameter tensors for `features`."""
+        batch = ops.shape(features)[0]
+        features = ops.reshape(features, (batch, -1))
+        params = ops.add(ops.matmul(features, self.kernel), self.bias)
+        params = ops.cast(params, "float32")
+        params = ops.split(params, self.num_params, axis=-1)
+        return [ops.reshape(p, (batch, *self.event_shape)) for p in params]
+
+    def call(self, features):
+        return self._distribution(self.project(features))
+
+    def _independent(self, distribution):
+        return tfd.Independent(
+            distribution, reinterpreted_batch_ndims=len(self.event_shape)
+        )
+
+    def _distribution(self, params):
+        raise NotImplementedError
+
+    def get_config(self):
+        return {**super().get_config(), "event_shape": self.event_shape}
+
+
+@keras.saving.register_keras_serializable(package="tfvae")
+class BernoulliHead(DistributionHead):
+    """Independent Bernoulli distribution parameterized by logits.
+
+    Mathematical details: log p(x|z) = sum_i x_i log sigmoid(l_i) +
+    (1 - x_i) log sigmoid(-l_i), where l are the projected logits. Targets
+    must lie in [0, 1]; fractional targets are accepted (the cross-entropy
+    form above), as for grey-level data treated as probabilities.
+
+    Args:
+        event_shape: shape of one example; see `DistributionHead`.
+        **kwargs: base layer keyword arguments.
+
+    Example:
+
+    >>> head = tfvae.heads.BernoulliHead(event_shape=(784,))
+    >>> p = head(keras.ops.zeros((2, 16)))
+    >>> p.log_prob(keras.ops.zeros((2, 784))).shape
+    TensorShape([2])
+    """
+
+    support = (0.0, 1.0)
+
+    def _distribution(self, params):
+        (logits,) = params
+        return self._independent(tfd.Bernoulli(logits=logits, dtype=tf.float32))
+
+
+_GAUSSIAN_SCALES = ("diagonal", "shared")
+
+
+@keras.saving.register_keras_serializable(package="tfvae")
+class GaussianHead(DistributionHead):
+    """Independent Gaussian distribution with one of three kinds of scale.
+
+    - `scale="diagonal"`: the projection has a second output, and
+      sigma(z) = softplus(s(z)) + min_scale is per example and per dimension.
+    - `scale="shared"`: one learned sigma per data dimension, shared by all
+      examples: sigma = softplus(s) + min_scale with `s` a weight of the event
+      shape.
+    - `scale=<float>`: a fixed sigma, the N(o(z), sigma^2 I) decoder.
+
+    Mathematical details: log p(x|z) = sum_i -0.5 ((x_i - mu_i) / sigma_i)^2
+    - log sigma_i - 0.5 log(2 pi).
+
+    Args:
+        scale: `"diagonal"`, `"shared"` or a positive float.
+        min_scale: the floor added to learned scales. Default 1e-3.
+        event_shape: shape of one example; see `DistributionHead`.
+        **kwargs: base layer keyword arguments.
+    """
+
+    def __init__(self, scale="diagonal", min_scale=1e-3, event_shape=None, **kwargs):
+        super().__init__(event_shape=event_shape, **kwargs)
+        if isinstance(scale, str):
+            if scale not in _GAUSSIAN_SCALES:
+                raise ValueError(
+                    f"`scale` must be one of {_GAUSSIAN_SCALES} or a positive "
+                    f"float. Received: scale={scale!r}"
+                )
+        elif isinstance(scale, bool) or not isinstance(scale, (int, float)):
+            raise ValueError(
+                f"`scale` must be one of {_GAUSSIAN_SCALES} or a positive "
+                f"float. Received: scale={scale!r}"
+            )
+        elif not (math.isfinite(scale) and scale > 0):
+            raise ValueError(
+                f"A fixed `scale` must be a positive finite float. Received: scale={scale}"
+            )
+        else:
+            scale = float(scale)
+        if not (math.isfinite(min_scale) and min_scale >= 0):
+            raise ValueError(
+                "`min_scale` must be a non-negative finite float. "
+                f"Received: min_scale={min_scale}"
+            )
+        self.scale = scale
+        self.min_scale = float(min_scale)
+        self.num_params = 2 if scale == "diagonal" else 1
+
+    def build(self, input_shape):
+        super().build(input_shape)
+        if self.scale == "shared":
+            self.raw_scale = self.add_weight(
+                name="raw_scale", shape=self.event_shape, initializer="zeros"
+            )
+
+    def _distribution(self, params):
+        loc = params[0]
+        if self.scale == "diagonal":
+            scale = ops.softplus(params[1]) + self.min_scale
+        elif self.scale == "shared":
+            raw = ops.cast(self.raw_scale, "float32")
+            scale = ops.broadcast_to(ops.softplus(raw) + self.min_scale, ops.shape(loc))
+        else:
+            scale = ops.full_like(loc, self.scale)
+        return self._independent(tfd.Normal(loc=loc, scale=scale))
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "scale": self.scale,
+            "min_scale": self.min_scale,
+        }
+
+
+@keras.saving.register_keras_serializable(package="tfvae")
+class DiagonalGaussianHead(GaussianHead):
+    """Diagonal Gaussian N(mu(h), diag(sigma(h)^2)), as for a posterior q(z|x).
+
+    A `GaussianHead(scale="diagonal")` with a smaller default floor, for
+    latent variables rather than data. Used by the models for q(z|x).
+
+    Args:
+        event_shape: shape of the latent variable, e.g. `(latent_dim,)`.
+        min_scale: the floor added to sigma = softplus(s(h)). Default 1e-4.
+        **kwargs: base layer keyword arguments.
+    """
+
+    def __init__(self, event_shape=None, min_scale=1e-4, **kwargs):
+        super().__init__(
+            scale="diagonal", min_scale=min_scale, event_shape=event_shape, **kwargs
+        )
+
+    def get_config(self):
+        config = super().get_config()
+        del config["scale"]
+        return config
+
+
+_NAMES = {
+    "bernoulli": BernoulliHead,
+    "gaussian": lambda: GaussianHead(scale="diagonal"),
+}
+
+
+def get(identifier):
+    """Returns a new head for a name, a serialized head, or the head itself.
+
+    Args:
+        identifier: `"bernoulli"` (a `BernoulliHead()`), `"gaussian"` (a
+            `GaussianHead(scale="diagonal")`), a config dict produced by
+            `tfvae.heads.serialize`, or a `DistributionHead` instance, returned
+            as is.
+
+    Raises:
+        ValueError: for an unknown name or an object that is not a head.
+    """
+    if isinstance(identifier, DistributionHead):
+        return identifier
+    if isinstance(identifier, str):
+        factory = _NAMES.get(identifier.lower())
+        if factory is None:
+            raise ValueError(
+                f"Unknown likelihood {identifier!r}. Valid names: "
+                f"{sorted(_NAMES)}, or a tfvae.heads.DistributionHead instance. "
+                f"Received: likelihood={identifier!r}"
+            )
+        return factory()
+    if isinstance(identifier, dict):
+        head = keras.saving.deserialize_keras_object(identifier)
+        if isinstance(head, DistributionHead):
+            return head
+    raise ValueError(
+        f"A likelihood must be one of {sorted(_NAMES)} or a "
+        f"tfvae.heads.DistributionHead. Received: likelihood={identifier!r}"
+    )
+
+
+def serialize(head):
+    """Returns the config dict of a head, for `get` to rebuild it."""
+    return keras.saving.serialize_keras_object(head)
