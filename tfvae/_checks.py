@@ -74,8 +74,9 @@ def _expected(input_shape):
 
 
 def _support_problem(name, support, low, high):
+    """The message for data outside the support; low and high are strings."""
     return (
-        f"`{name}` holds values in [{low:g}, {high:g}], but the Bernoulli "
+        f"`{name}` holds values in [{low}, {high}], but the Bernoulli "
         f"likelihood needs targets in [{support[0]:g}, {support[1]:g}]."
     )
 
@@ -105,7 +106,7 @@ def check_array(x, input_shape, support, name="x"):
     if support is not None and a.size:
         low, high = float(a.min()), float(a.max())
         if low < support[0] or high > support[1]:
-            raise ValueError(_support_problem(name, support, low, high))
+            raise ValueError(_support_problem(name, support, f"{low:g}", f"{high:g}"))
 
 
 def check_spec(spec, input_shape, name="x"):
@@ -163,16 +164,11 @@ def check_batch(x, input_shape, support, name="x"):
     ]
     if support is not None:
         low, high = tf.reduce_min(x), tf.reduce_max(x)
+        problem = _support_problem(name, support, "{}", "{}")
         checks.append(
             tf.debugging.Assert(
                 tf.logical_and(low >= support[0], high <= support[1]),
-                [
-                    f"{_MARK}`{name}` holds values outside [{support[0]:g}, "
-                    f"{support[1]:g}], which the Bernoulli likelihood needs; "
-                    "min and max of the batch:",
-                    low,
-                    high,
-                ],
+                [tf.strings.format(_MARK + problem, (low, high))],
             )
         )
     with tf.control_dependencies(checks):
@@ -189,5 +185,5 @@ def data_errors():
         if _MARK not in message:
             raise
         detail = message[message.index(_MARK) + len(_MARK) :].splitlines()[0]
-        # The assertion prints its data as "[text] [v1] [v2]".
-        raise ValueError(detail.replace("] [", " ").strip(" ]")) from error
+        # The assertion prints its message in brackets: "[message]".
+        raise ValueError(detail.removesuffix("]")) from error

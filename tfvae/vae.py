@@ -273,16 +273,24 @@ class VAE(keras.Model):
         return self._update_metrics(values, sample_weight)
 
     def fit(self, x=None, y=None, *args, **kwargs):
-        arguments = inspect.signature(keras.Model.fit).bind(self, x, y, *args, **kwargs)
-        self._check_data(x, "x")
-        self._check_data(arguments.arguments.get("validation_data"), "validation_data")
-        with _checks.data_errors():
-            return super().fit(x, y, *args, **kwargs)
+        return self._checked_run(super().fit, keras.Model.fit, x, y, *args, **kwargs)
 
     def evaluate(self, x=None, y=None, *args, **kwargs):
+        return self._checked_run(
+            super().evaluate, keras.Model.evaluate, x, y, *args, **kwargs
+        )
+
+    def _checked_run(self, method, signature, x, y, *args, **kwargs):
+        """Checks the data of `fit`/`evaluate`, then runs it."""
+        arguments = inspect.signature(signature).bind(self, x, y, *args, **kwargs)
+        arguments = arguments.arguments
         self._check_data(x, "x")
+        self._check_data(arguments.get("validation_data"), "validation_data")
+        if y is None and arguments.get("sample_weight") is not None:
+            # Keras drops sample weights when y is None; y itself is ignored.
+            y = x
         with _checks.data_errors():
-            return super().evaluate(x, y, *args, **kwargs)
+            return method(x, y, *args, **kwargs)
 
     def predict(self, x, *args, **kwargs):
         self._check_data(x, "x")
