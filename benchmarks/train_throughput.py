@@ -4,8 +4,8 @@ Both models are 784-500-500-50 tanh MLP VAEs with a Bernoulli decoder, trained
 with Adam at batch 100 on the same data, through `fit`, in the same process.
 Runs alternate (reference, tfvae, reference, ...) after one warm-up run each, so
 that load on a shared machine hits both alike; the figure reported is the ratio
-of the median throughputs (tfvae / reference), with each round's ratio shown, and the ratio of the best runs (the least
-disturbed by other load).
+of the median throughputs (tfvae / reference), with each round's ratio shown,
+and the ratio of the best runs (the least disturbed by other load).
 
 The reference writes its own `train_step`: closed-form KL, sigmoid
 cross-entropy, z = mu + sigma * eps; no TFP distributions and no data checks.
@@ -65,14 +65,17 @@ class ReferenceVAE(keras.Model):
             eps = keras.random.normal(ops.shape(mu), seed=self.seed_generator)
             logits = self.decoder(mu + sigma * eps)
             reconstruction = -ops.sum(
-                tf.nn.sigmoid_cross_entropy_with_logits(labels=x, logits=logits), axis=-1
+                tf.nn.sigmoid_cross_entropy_with_logits(labels=x, logits=logits),
+                axis=-1,
             )
             kl = 0.5 * ops.sum(mu**2 + sigma**2 - 1.0 - 2.0 * ops.log(sigma), axis=-1)
             loss = ops.mean(kl - reconstruction)
         gradients = tape.gradient(loss, self.trainable_weights)
         self.optimizer.apply(gradients, self.trainable_weights)
         for tracker, value in zip(
-            self.trackers, (kl - reconstruction, reconstruction - kl, reconstruction, kl)
+            self.trackers,
+            (kl - reconstruction, reconstruction - kl, reconstruction, kl),
+            strict=True,
         ):
             tracker.update_state(value)
         return {t.name: t.result() for t in self.trackers}
@@ -109,7 +112,9 @@ def main(argv=None):
         ),
     }
     for model in models.values():
-        model.compile(optimizer=keras.optimizers.Adam(1e-3), jit_compile=args.jit_compile)
+        model.compile(
+            optimizer=keras.optimizers.Adam(1e-3), jit_compile=args.jit_compile
+        )
         model.fit(x, batch_size=args.batch_size, epochs=1, verbose=0)  # warm-up, trace
 
     throughput = {name: [] for name in models}
@@ -119,18 +124,29 @@ def main(argv=None):
             model.fit(x, batch_size=args.batch_size, epochs=1, verbose=0, shuffle=True)
             throughput[name].append(len(x) / (time.perf_counter() - start))
 
-    ratios = [t / r for t, r in zip(throughput["tfvae"], throughput["reference"], strict=True)]
+    ratios = [
+        t / r for t, r in zip(throughput["tfvae"], throughput["reference"], strict=True)
+    ]
     median = {name: statistics.median(v) for name, v in throughput.items()}
-    print(f"data: {source}, {len(x)} examples; batch {args.batch_size}; "
-          f"784-500-500-50 tanh; jit_compile={args.jit_compile}")
-    print(f"machine: {platform.machine()}, {os.cpu_count()} CPUs; "
-          f"tensorflow {tf.__version__}, keras {keras.__version__}, tfvae {tfvae.__version__}")
+    print(
+        f"data: {source}, {len(x)} examples; batch {args.batch_size}; "
+        f"784-500-500-50 tanh; jit_compile={args.jit_compile}"
+    )
+    print(
+        f"machine: {platform.machine()}, {os.cpu_count()} CPUs; "
+        f"tensorflow {tf.__version__}, keras {keras.__version__}, "
+        f"tfvae {tfvae.__version__}"
+    )
     for name, values in throughput.items():
-        print(f"{name:>9}: median {median[name]:8.0f} examples/s  "
-              f"(runs: {', '.join(f'{v:.0f}' for v in values)})")
+        print(
+            f"{name:>9}: median {median[name]:8.0f} examples/s  "
+            f"(runs: {', '.join(f'{v:.0f}' for v in values)})"
+        )
     print(f"per-round ratios: {', '.join(f'{r:.3f}' for r in ratios)}")
     best = {name: max(v) for name, v in throughput.items()}
-    print(f"ratio tfvae/reference (medians): {median['tfvae'] / median['reference']:.3f}")
+    print(
+        f"ratio tfvae/reference (medians): {median['tfvae'] / median['reference']:.3f}"
+    )
     print(f"ratio tfvae/reference (best runs): {best['tfvae'] / best['reference']:.3f}")
 
 

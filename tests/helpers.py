@@ -21,7 +21,9 @@ def assert_keras_round_trip(model, x, tmp_path):
     loaded = keras.models.load_model(path)
     assert type(loaded) is type(model)
     assert as_json(loaded.get_config()) == as_json(model.get_config())
-    np.testing.assert_array_equal(loaded.predict(x, verbose=0), model.predict(x, verbose=0))
+    np.testing.assert_array_equal(
+        loaded.predict(x, verbose=0), model.predict(x, verbose=0)
+    )
     for a, b in zip(loaded.get_weights(), model.get_weights(), strict=True):
         np.testing.assert_array_equal(a, b)
     return loaded

@@ -41,7 +41,9 @@ def test_gaussian_log_prob_matches_hand_computation(scale):
     if scale == "diagonal":
         sigma = softplus(params[1]) + head.min_scale
     elif scale == "shared":
-        sigma = np.broadcast_to(softplus(head.raw_scale.numpy()) + head.min_scale, loc.shape)
+        sigma = np.broadcast_to(
+            softplus(head.raw_scale.numpy()) + head.min_scale, loc.shape
+        )
     else:
         sigma = np.full_like(loc, scale)
     x = RNG.normal(size=(4, 6)).astype("float32")
@@ -108,7 +110,9 @@ def test_get_accepts_names_heads_and_configs():
 
 
 def test_get_rejects_unknown_names_listing_valid_ones():
-    with pytest.raises(ValueError, match=r"Unknown likelihood 'poisson'.*bernoulli.*gaussian"):
+    with pytest.raises(
+        ValueError, match=r"Unknown likelihood 'poisson'.*bernoulli.*gaussian"
+    ):
         heads.get("poisson")
     with pytest.raises(ValueError, match="likelihood=42"):
         heads.get(42)
@@ -140,5 +144,7 @@ def test_head_event_shape_must_match_model():
 
 
 def test_heads_serialize_inside_keras_objects():
-    config = keras.saving.serialize_keras_object(heads.GaussianHead(0.25, event_shape=(4,)))
+    config = keras.saving.serialize_keras_object(
+        heads.GaussianHead(0.25, event_shape=(4,))
+    )
     assert config["registered_name"] == "tfvae>GaussianHead"

@@ -18,12 +18,16 @@ def _readme_block(heading):
 
 
 def test_quickstart_is_the_example_script():
-    assert _readme_block("Quickstart") == (ROOT / "examples" / "quickstart.py").read_text()
+    assert (
+        _readme_block("Quickstart") == (ROOT / "examples" / "quickstart.py").read_text()
+    )
 
 
 def test_ci_runs_the_readme_install_and_test_commands():
     development = (ROOT / "README.md").read_text().split("## Development\n", 1)[1]
-    ci_lines = {line.strip() for line in (ROOT / ".ci" / "run").read_text().splitlines()}
+    ci_lines = {
+        line.strip() for line in (ROOT / ".ci" / "run").read_text().splitlines()
+    }
     for command in ('pip install -e ".[test]"', "python -m pytest"):
         assert command in development
         assert command in ci_lines

@@ -1,4 +1,4 @@
-"""Training actually improves the bound: real binarized MNIST and synthetic continuous data."""
+"""Training improves the bound: real binarized MNIST, synthetic continuous data."""
 
 import keras
 import numpy as np
@@ -27,7 +27,11 @@ def test_training_on_binarized_mnist_raises_the_validation_elbo(binarized_mnist)
     valid = binarized_mnist["valid"][rng.choice(10_000, 1_000, replace=False)]
     keras.utils.set_random_seed(0)
     model = tfvae.VAE(
-        input_shape=(784,), latent_dim=20, hidden_units=(200,), activation="tanh", seed=0
+        input_shape=(784,),
+        latent_dim=20,
+        hidden_units=(200,),
+        activation="tanh",
+        seed=0,
     )
     before, after = _val_elbo_gain(model, train, valid, epochs=5, learning_rate=1e-3)
     # Untrained, the bound is about 784 log 2 = 543 nats below zero; five epochs
@@ -48,9 +52,15 @@ def test_each_gaussian_mode_trains_on_continuous_data(likelihood):
     x = x.astype("float32")
     keras.utils.set_random_seed(0)
     model = tfvae.VAE(
-        input_shape=(10,), latent_dim=2, hidden_units=(32,), likelihood=likelihood, seed=0
+        input_shape=(10,),
+        latent_dim=2,
+        hidden_units=(32,),
+        likelihood=likelihood,
+        seed=0,
     )
-    before, after = _val_elbo_gain(model, x[:1500], x[1500:], epochs=30, learning_rate=3e-3)
+    before, after = _val_elbo_gain(
+        model, x[:1500], x[1500:], epochs=30, learning_rate=3e-3
+    )
     # Measured gains after 20 epochs: 12 (diagonal), 7.6 (shared) and 240
     # (fixed sigma) nats per example; 30 epochs must give at least 5.
     assert after > before + 5, (before, after)

@@ -29,7 +29,7 @@ def small_vae(**kwargs):
 
 
 def randomize_biases(model, scale=0.3):
-    """Glorot kernels and random (not zero) biases, so the hand check sees every weight."""
+    """Random (not zero) biases, so the hand check sees every weight."""
     for weight in model.weights:
         if weight.path.endswith("bias") or weight.path.endswith("raw_scale"):
             weight.assign(RNG.normal(scale=scale, size=weight.shape))
@@ -64,8 +64,10 @@ def hand_elbo(model, x, noise):
         kl = -0.5 * (1 + np.log(sigma**2) - mu**2 - sigma**2).sum(-1)
     else:
         kl = (
-            normal_log_density(z, mu, sigma) - normal_log_density(z, 0.0, 1.0)
-        ).sum(-1).mean(0)
+            (normal_log_density(z, mu, sigma) - normal_log_density(z, 0.0, 1.0))
+            .sum(-1)
+            .mean(0)
+        )
     return log_px.mean(0) - kl
 
 
@@ -86,11 +88,17 @@ def test_elbo_equals_hand_computation(likelihood, kl, num_samples):
         likelihood = heads.get(heads.serialize(likelihood))  # a fresh head per case
     model = small_vae(likelihood=likelihood, kl=kl)
     randomize_biases(model)
-    x = X_BIN[:16] if likelihood == "bernoulli" else RNG.normal(size=(16, 12)).astype("float32")
+    x = (
+        X_BIN[:16]
+        if likelihood == "bernoulli"
+        else RNG.normal(size=(16, 12)).astype("float32")
+    )
     noise = keras.random.normal((num_samples, 16, 3), seed=7).numpy()
     elbo = model.elbo(x, num_samples=num_samples, seed=7).numpy()
     assert elbo.shape == (16,)
-    np.testing.assert_allclose(elbo, hand_elbo(model, x.astype("float64"), noise), atol=1e-4, rtol=1e-6)
+    np.testing.assert_allclose(
+        elbo, hand_elbo(model, x.astype("float64"), noise), atol=1e-4, rtol=1e-6
+    )
 
 
 def test_analytic_and_mc_kl_agree_within_monte_carlo_error():
@@ -102,7 +110,9 @@ def test_analytic_and_mc_kl_agree_within_monte_carlo_error():
     # the same seed both models draw the same z, so their reconstruction terms
     # are equal and elbo_mc - elbo_analytic = KL_analytic - KL_mc_sample.
     x = np.repeat(X_BIN[:3], 4000, axis=0)
-    difference = (mc.elbo(x, seed=11) - analytic.elbo(x, seed=11)).numpy().reshape(3, 4000)
+    difference = (
+        (mc.elbo(x, seed=11) - analytic.elbo(x, seed=11)).numpy().reshape(3, 4000)
+    )
     mean = difference.mean(axis=1)
     standard_error = difference.std(axis=1, ddof=1) / np.sqrt(4000)
     assert np.all(standard_error > 1e-4), "the MC KL must actually vary"
@@ -113,7 +123,9 @@ def test_analytic_and_mc_kl_agree_within_monte_carlo_error():
 def test_gradients_reach_every_encoder_weight(kl):
     model = small_vae(kl=kl)
     randomize_biases(model)
-    encoder_weights = model.encoder.trainable_weights + model.posterior.trainable_weights
+    encoder_weights = (
+        model.encoder.trainable_weights + model.posterior.trainable_weights
+    )
     with tf.GradientTape() as tape:
         loss = -tf.reduce_mean(model.elbo(X_BIN[:32]))
     gradients = tape.gradient(loss, encoder_weights)
@@ -129,7 +141,10 @@ def test_reparameterized_reconstruction_term_trains_the_encoder():
     model = small_vae(beta=0.0)
     randomize_biases(model)
     model.compile(optimizer=keras.optimizers.SGD(0.1))
-    before = {w.path: w.numpy().copy() for w in model.encoder.weights + model.posterior.weights}
+    before = {
+        w.path: w.numpy().copy()
+        for w in model.encoder.weights + model.posterior.weights
+    }
     model.fit(X_BIN[:100], batch_size=100, epochs=1, verbose=0)
     for weight in model.encoder.weights + model.posterior.weights:
         moved = np.abs(weight.numpy() - before[weight.path])
@@ -139,11 +154,15 @@ def test_reparameterized_reconstruction_term_trains_the_encoder():
 def test_fit_reports_the_four_metrics_consistently():
     model = small_vae(beta=0.5)
     model.compile(optimizer="adam")
-    history = model.fit(X_BIN, batch_size=100, epochs=2, validation_data=X_BIN[:100], verbose=0)
+    history = model.fit(
+        X_BIN, batch_size=100, epochs=2, validation_data=X_BIN[:100], verbose=0
+    )
     expected = {"loss", "elbo", "reconstruction", "kl"}
     assert set(history.history) == expected | {f"val_{k}" for k in expected}
     result = model.evaluate(X_BIN, batch_size=300, verbose=0, return_dict=True)
-    np.testing.assert_allclose(result["elbo"], result["reconstruction"] - result["kl"], rtol=1e-5)
+    np.testing.assert_allclose(
+        result["elbo"], result["reconstruction"] - result["kl"], rtol=1e-5
+    )
     np.testing.assert_allclose(
         result["loss"], -(result["reconstruction"] - 0.5 * result["kl"]), rtol=1e-5
     )
@@ -163,11 +182,15 @@ def test_sample_weights_weight_the_metrics():
     model = small_vae()
     model.compile(optimizer="adam")
     weights = RNG.random(300).astype("float32")
-    result = model.evaluate(X_BIN, sample_weight=weights, batch_size=300, verbose=0, return_dict=True)
+    result = model.evaluate(
+        X_BIN, sample_weight=weights, batch_size=300, verbose=0, return_dict=True
+    )
     q = model.encode(X_BIN)
     mu, sigma = q.mean().numpy(), q.stddev().numpy()
     kl = -0.5 * (1 + np.log(sigma**2) - mu**2 - sigma**2).sum(-1)
-    np.testing.assert_allclose(result["kl"], (weights * kl).sum() / weights.sum(), rtol=1e-4)
+    np.testing.assert_allclose(
+        result["kl"], (weights * kl).sum() / weights.sum(), rtol=1e-4
+    )
 
 
 def test_methods_and_shapes():
@@ -202,16 +225,23 @@ def test_linear_model_has_no_hidden_layers():
 
 def test_image_shaped_data_and_convolutional_networks(tmp_path):
     encoder = keras.Sequential(
-        [keras.layers.Conv2D(4, 3, strides=2, activation="relu"), keras.layers.Flatten()]
+        [
+            keras.layers.Conv2D(4, 3, strides=2, activation="relu"),
+            keras.layers.Flatten(),
+        ]
     )
     decoder = keras.Sequential(
         [
             keras.layers.Dense(7 * 7 * 4, activation="relu"),
             keras.layers.Reshape((7, 7, 4)),
-            keras.layers.Conv2DTranspose(4, 3, strides=2, padding="same", activation="relu"),
+            keras.layers.Conv2DTranspose(
+                4, 3, strides=2, padding="same", activation="relu"
+            ),
         ]
     )
-    model = tfvae.VAE(input_shape=(14, 14, 1), latent_dim=2, encoder=encoder, decoder=decoder)
+    model = tfvae.VAE(
+        input_shape=(14, 14, 1), latent_dim=2, encoder=encoder, decoder=decoder
+    )
     images = (RNG.random((200, 14, 14, 1)) < 0.3).astype("float32")
     model.compile(optimizer="adam")
     history = model.fit(images, batch_size=100, epochs=1, verbose=0)
@@ -236,7 +266,10 @@ def test_config_and_keras_round_trips(kwargs, tmp_path):
     assert clone.count_params() == model.count_params()
     x = X_BIN[:6]
     loaded = assert_keras_round_trip(model, x, tmp_path)
-    for a, b in ((loaded.encode(x), model.encode(x)), (loaded.decode(x[:, :3]), model.decode(x[:, :3]))):
+    for a, b in (
+        (loaded.encode(x), model.encode(x)),
+        (loaded.decode(x[:, :3]), model.decode(x[:, :3])),
+    ):
         np.testing.assert_array_equal(a.mean(), b.mean())
         np.testing.assert_array_equal(a.stddev(), b.stddev())
     np.testing.assert_array_equal(loaded.elbo(x, seed=1), model.elbo(x, seed=1))

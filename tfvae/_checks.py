@@ -65,7 +65,9 @@ def non_negative_float(value, name):
 
 def one_of(value, name, choices):
     if value not in choices:
-        raise ValueError(f"`{name}` must be one of {choices}. Received: {name}={value!r}")
+        raise ValueError(
+            f"`{name}` must be one of {choices}. Received: {name}={value!r}"
+        )
     return value
 
 
@@ -90,9 +92,7 @@ def check_array(x, input_shape, support, name="x"):
             f"model's input_shape={tuple(input_shape)}. Received: "
             f"{name}.shape={a.shape}"
         )
-    if a.dtype == object or not (
-        np.issubdtype(a.dtype, np.number) or a.dtype == bool
-    ):
+    if a.dtype == object or not (np.issubdtype(a.dtype, np.number) or a.dtype == bool):
         raise ValueError(
             f"`{name}` must hold numbers. Received: {name}.dtype={a.dtype}"
         )
@@ -159,7 +159,10 @@ def check_batch(x, input_shape, support, name="x"):
     checks = [
         tf.debugging.Assert(
             tf.reduce_all(tf.math.is_finite(x)),
-            [f"{_MARK}`{name}` contains NaN or Inf values; expected finite values only."],
+            [
+                f"{_MARK}`{name}` contains NaN or Inf values; "
+                "expected finite values only."
+            ],
         )
     ]
     if support is not None:

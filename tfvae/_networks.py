@@ -13,7 +13,9 @@ def mlp(hidden_units, activation, flatten=False, name=None):
         name: the Sequential's name.
     """
     layers = [keras.layers.Flatten()] if flatten else []
-    layers += [keras.layers.Dense(units, activation=activation) for units in hidden_units]
+    layers += [
+        keras.layers.Dense(units, activation=activation) for units in hidden_units
+    ]
     if not layers:
         layers = [keras.layers.Identity()]
     return keras.Sequential(layers, name=name)

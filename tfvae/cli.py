@@ -10,9 +10,7 @@ def _parser():
         prog="tfvae",
         description="Variational autoencoders for TensorFlow and Keras 3.",
     )
-    parser.add_argument(
-        "--version", action="version", version=f"tfvae {__version__}"
-    )
+    parser.add_argument("--version", action="version", version=f"tfvae {__version__}")
     return parser
 
 

@@ -193,7 +193,8 @@ class GaussianHead(DistributionHead):
             )
         elif not (math.isfinite(scale) and scale > 0):
             raise ValueError(
-                f"A fixed `scale` must be a positive finite float. Received: scale={scale}"
+                "A fixed `scale` must be a positive finite float. "
+                f"Received: scale={scale}"
             )
         else:
             scale = float(scale)

@@ -104,18 +104,20 @@ class VAE(keras.Model):
         self.beta = _checks.non_negative_float(beta, "beta")
         self.num_samples = _checks.positive_int(num_samples, "num_samples")
         self.seed = seed
-        self.likelihood = heads.get(likelihood)
-        self.likelihood.set_event_shape(self.input_shape)
-        self.posterior = heads.DiagonalGaussianHead(
-            event_shape=(self.latent_dim,), name="posterior"
-        )
+        likelihood = heads.get(likelihood)
+        likelihood.set_event_shape(self.input_shape)
         self._custom_networks = {"encoder": encoder, "decoder": decoder}
+        # Attributes in data-flow order, which `summary()` follows.
         self.encoder = encoder or mlp(
             self.hidden_units, activation, flatten=True, name="encoder"
+        )
+        self.posterior = heads.DiagonalGaussianHead(
+            event_shape=(self.latent_dim,), name="posterior"
         )
         self.decoder = decoder or mlp(
             self.hidden_units[::-1], activation, name="decoder"
         )
+        self.likelihood = likelihood
         self.seed_generator = keras.random.SeedGenerator(seed)
         self._trackers = {
             name: keras.metrics.Mean(name=name)
@@ -137,7 +139,7 @@ class VAE(keras.Model):
 
     @property
     def prior(self):
-        """The prior p(z) = N(0, I), a `tfd.Distribution` with event shape (latent_dim,)."""
+        """The prior p(z) = N(0, I): a `tfd.Distribution`, event shape (latent_dim,)."""
         return tfd.Independent(
             tfd.Normal(
                 loc=tf.zeros((self.latent_dim,)), scale=tf.ones((self.latent_dim,))
@@ -172,9 +174,7 @@ class VAE(keras.Model):
         q = self.encode(x)
         if not sample:
             return self.decode(q.mean()).mean()
-        noise = keras.random.normal(
-            ops.shape(q.mean()), seed=self._seed(seed)
-        )
+        noise = keras.random.normal(ops.shape(q.mean()), seed=self._seed(seed))
         return self.decode(_reparameterize(q, noise)).mean()
 
     def sample(self, num_samples, seed=None):
@@ -332,6 +332,6 @@ class VAE(keras.Model):
 
 
 def _reparameterize(q, noise):
-    """z = mu + sigma * noise for a diagonal-Gaussian q; noise broadcasts on the left."""
+    """z = mu + sigma * noise for a diagonal Gaussian q; noise broadcasts left."""
     normal = q.distribution
     return normal.loc + normal.scale * noise
