@@ -1,0 +1,287 @@
+"""What the latent-variable models share: ELBO training, metrics and data checks.
+
+A model describes one reparameterized pass through its latent chain in
+`_chain(x, noise, training)`, which returns a `Chain`; this base class turns it
+into the ELBO, the training loss (beta, free bits) and the metrics, and wraps
+`fit`, `evaluate` and `predict` with the data checks of `tfvae._checks`.
+"""
+
+import collections
+import inspect
+
+import keras
+import tensorflow as tf
+from keras import ops
+
+from tfvae import _checks, heads
+
+# One reparameterized pass through the latent chain, for `num_samples` draws of
+# each example. Shapes: (S, B) for per-sample terms.
+#   log_px: log p(x | z_1) at each draw.
+#   log_q:  per layer l = 1..L, log q(z_l | z_{l-1}) at each draw.
+#   log_p:  per layer, log p(z_l | z_{l+1}) (the prior N(0, I) for l = L).
+#   kl_top: KL(q(z_L | z_{L-1}) || N(0, I)) in closed form, (S, B) or (B,).
+Chain = collections.namedtuple("Chain", ["log_px", "log_q", "log_p", "kl_top"])
+
+
+class LatentVariableModel(keras.Model):
+    """Base class of `tfvae.VAE` and `tfvae.HierarchicalVAE`. Not public.
+
+    Subclasses call `super().__init__` with the shared hyperparameters, create
+    their networks, set `self.likelihood = self._likelihood_head(likelihood)`
+    last (attributes are in data-flow order, which `summary()` follows), then
+    call `self._make_trackers(num_layers)` and `self.build(...)`. They
+    implement `_noise_dims`, `_chain`, `_first_posterior`, `_generate`,
+    `encode`, `decode` and `get_config`.
+    """
+
+    # Whether the top layer's KL is the closed form (else the sampled ratio).
+    _analytic_top_kl = True
+    # Whether per-layer `kl_l` metrics are reported.
+    _per_layer_metrics = False
+
+    def __init__(self, input_shape, beta, num_samples, free_bits, seed, **kwargs):
+        super().__init__(**kwargs)
+        self.input_shape = _checks.shape_tuple(input_shape, "input_shape")
+        self.beta = _checks.non_negative_float(beta, "beta")
+        self.num_samples = _checks.positive_int(num_samples, "num_samples")
+        self.free_bits = _checks.non_negative_float(free_bits, "free_bits")
+        self.seed = seed
+        self.seed_generator = keras.random.SeedGenerator(seed)
+        # The weight of the KL term in the training loss: beta, unless a
+        # callback such as `tfvae.callbacks.KLWarmup` changes it. A variable,
+        # so that changing it needs no retracing and it is saved with the model.
+        self.kl_weight = keras.Variable(
+            self.beta, trainable=False, name="kl_weight", dtype="float32"
+        )
+
+    def _likelihood_head(self, likelihood):
+        """The head of p(x|z_1) for a name, config or head, with the data's shape."""
+        head = heads.get(likelihood)
+        head.set_event_shape(self.input_shape)
+        return head
+
+    def _make_trackers(self, num_layers):
+        names = ["loss", "elbo", "reconstruction", "kl"]
+        if self._per_layer_metrics:
+            names += [f"kl_{layer}" for layer in range(1, num_layers + 1)]
+        self._trackers = {name: keras.metrics.Mean(name=name) for name in names}
+
+    @property
+    def metrics(self):
+        return list(self._trackers.values())
+
+    @property
+    def _noise_dims(self):
+        """Dimensions of z_1 ... z_L: one standard normal draw is split among them."""
+        raise NotImplementedError
+
+    def _chain(self, x, noise, training=None):
+        """One reparameterized pass; `noise` is the list `_noise` returns."""
+        raise NotImplementedError
+
+    def _first_posterior(self, x, training=None):
+        """q(z_1|x), the posterior of the layer next to x."""
+        raise NotImplementedError
+
+    def _generate(self, noise):
+        """Decoder means of prior draws driven by per-layer noise (batch, dim)."""
+        raise NotImplementedError
+
+    def call(self, x, training=None):
+        """The reconstruction: the mean of p(x|z_1) at the posterior mean of z_1."""
+        _checks.check_spec(x, self.input_shape)
+        z = self._first_posterior(x, training).mean()
+        return self.decode(z, training).mean()
+
+    def reconstruct(self, x, sample=False, seed=None):
+        """Decoder means of x's encodings.
+
+        Args:
+            x: a batch of examples.
+            sample: `False` decodes the posterior mean of z_1 (the same as
+                `call`); `True` decodes one draw z_1 ~ q(z_1|x) per example.
+            seed: seed of the draw when `sample=True`; the model's seed
+                generator when `None`.
+        """
+        q = self._first_posterior(self._checked(x))
+        if not sample:
+            return self.decode(q.mean()).mean()
+        noise = keras.random.normal(ops.shape(q.mean()), seed=self._seed(seed))
+        return self.decode(reparameterize(q, noise)).mean()
+
+    def sample(self, num_samples, seed=None):
+        """Decoder means of `num_samples` draws from the generative model.
+
+        The noise is `keras.random.normal((num_samples, sum(latent dims)),
+        seed=seed)`, split among the layers, z_1 first: the same integer seed
+        gives the same samples; with `None`, the model's seed generator.
+        """
+        num_samples = _checks.positive_int(num_samples, "num_samples")
+        return self._generate(self._noise(None, num_samples, self._seed(seed)))
+
+    def _seed(self, seed):
+        return self.seed_generator if seed is None else seed
+
+    def _noise(self, num_samples, batch, seed):
+        """N(0, I) noise of shape (S, B, sum of latent dims), split per layer."""
+        shape = (batch,) if num_samples is None else (num_samples, batch)
+        noise = keras.random.normal((*shape, sum(self._noise_dims)), seed=seed)
+        return ops.split(noise, _split_points(self._noise_dims), axis=-1)
+
+    def _elbo_terms(self, x, num_samples, seed, training=None):
+        """Per-example reconstruction and per-layer KLs, each of shape (batch,)."""
+        noise = self._noise(num_samples, ops.shape(x)[0], seed)
+        chain = self._chain(x, noise, training=training)
+        kls = [
+            ops.mean(log_q - log_p, axis=0)
+            for log_q, log_p in zip(chain.log_q, chain.log_p, strict=True)
+        ]
+        if self._analytic_top_kl:
+            top = chain.kl_top
+            kls[-1] = ops.mean(top, axis=0) if len(top.shape) == 2 else top
+        return ops.mean(chain.log_px, axis=0), kls
+
+    def elbo(self, x, num_samples=1, seed=None):
+        """The ELBO of each example, estimated with `num_samples` draws per example.
+
+        The noise is `keras.random.normal((num_samples, batch, sum(latent
+        dims)), seed=seed)` split along the last axis among the latent layers,
+        z_1 first (the model's seed generator when `seed` is None). beta and
+        free bits are not applied: this is the bound itself.
+
+        Returns:
+            A float32 tensor of shape (batch,), in nats.
+        """
+        num_samples = _checks.positive_int(num_samples, "num_samples")
+        reconstruction, kls = self._elbo_terms(
+            self._checked(x), num_samples, self._seed(seed)
+        )
+        return reconstruction - sum(kls)
+
+    def _checked(self, x):
+        """Checks a batch given to a public method; returns it as float32."""
+        if not tf.is_tensor(x):
+            _checks.check_array(x, self.input_shape, self.likelihood.support)
+        return _checks.check_batch(
+            ops.convert_to_tensor(x), self.input_shape, self.likelihood.support
+        )
+
+    def _step_terms(self, data, training):
+        x, _, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
+        x = _checks.check_batch(x, self.input_shape, self.likelihood.support)
+        reconstruction, kls = self._elbo_terms(
+            x, self.num_samples, self.seed_generator, training=training
+        )
+        if sample_weight is not None:
+            sample_weight = ops.cast(ops.reshape(sample_weight, (-1,)), "float32")
+
+        def batch_mean(values):
+            if sample_weight is None:
+                return ops.mean(values)
+            return ops.mean(values * sample_weight)
+
+        # Free bits (Kingma et al. 2016): each layer's batch-mean KL counts at
+        # least `free_bits` nats in the loss; below that it gets no gradient.
+        kl_loss = sum(ops.maximum(batch_mean(kl), self.free_bits) for kl in kls)
+        loss = -batch_mean(reconstruction) + self.kl_weight * kl_loss
+        if self.losses:
+            loss = loss + ops.sum(self.losses)
+        kl = sum(kls)
+        values = {"elbo": reconstruction - kl, "reconstruction": reconstruction}
+        values["kl"] = kl
+        if self._per_layer_metrics:
+            values.update({f"kl_{i}": kl for i, kl in enumerate(kls, start=1)})
+        return loss, values, sample_weight
+
+    def _update_metrics(self, loss, values, sample_weight, batch_size):
+        self._trackers["loss"].update_state(loss, sample_weight=batch_size)
+        for name, value in values.items():
+            self._trackers[name].update_state(value, sample_weight=sample_weight)
+        return {name: tracker.result() for name, tracker in self._trackers.items()}
+
+    def train_step(self, data):
+        with tf.GradientTape() as tape:
+            loss, values, sample_weight = self._step_terms(data, training=True)
+            scaled_loss = self.optimizer.scale_loss(loss)
+        gradients = tape.gradient(scaled_loss, self.trainable_weights)
+        self.optimizer.apply(gradients, self.trainable_weights)
+        return self._update_metrics(
+            loss, values, sample_weight, ops.shape(values["elbo"])[0]
+        )
+
+    def test_step(self, data):
+        loss, values, sample_weight = self._step_terms(data, training=False)
+        return self._update_metrics(
+            loss, values, sample_weight, ops.shape(values["elbo"])[0]
+        )
+
+    def fit(self, x=None, y=None, *args, **kwargs):
+        return self._checked_run(super().fit, keras.Model.fit, x, y, *args, **kwargs)
+
+    def evaluate(self, x=None, y=None, *args, **kwargs):
+        return self._checked_run(
+            super().evaluate, keras.Model.evaluate, x, y, *args, **kwargs
+        )
+
+    def predict(self, x, *args, **kwargs):
+        self._check_data(x, "x")
+        with _checks.data_errors():
+            return super().predict(x, *args, **kwargs)
+
+    def _checked_run(self, method, signature, x, y, *args, **kwargs):
+        """Checks the data of `fit`/`evaluate`, then runs it."""
+        arguments = inspect.signature(signature).bind(self, x, y, *args, **kwargs)
+        arguments = arguments.arguments
+        self._check_data(x, "x")
+        self._check_data(arguments.get("validation_data"), "validation_data")
+        if y is None and arguments.get("sample_weight") is not None:
+            # Keras drops sample weights when y is None; y itself is ignored.
+            y = x
+        with _checks.data_errors():
+            return method(x, y, *args, **kwargs)
+
+    def _check_data(self, data, name):
+        _checks.check_data(data, self.input_shape, self.likelihood.support, name)
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "input_shape": self.input_shape,
+            "likelihood": heads.serialize(self.likelihood),
+            "beta": self.beta,
+            "num_samples": self.num_samples,
+            "free_bits": self.free_bits,
+            "seed": self.seed,
+        }
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        for name, value in config.items():
+            if isinstance(value, dict) and "class_name" in value:
+                config[name] = keras.saving.deserialize_keras_object(value)
+        return cls(**config)
+
+
+def reparameterize(q, noise):
+    """z = mu + sigma * noise for a diagonal Gaussian q; noise broadcasts left."""
+    normal = q.distribution
+    return normal.loc + normal.scale * noise
+
+
+def standard_normal(dim):
+    """N(0, I) over R^dim, as a `tfd.Distribution` with event shape (dim,)."""
+    tfd = heads.tfd
+    return tfd.Independent(
+        tfd.Normal(loc=tf.zeros((dim,)), scale=tf.ones((dim,))),
+        reinterpreted_batch_ndims=1,
+    )
+
+
+def _split_points(dims):
+    points, total = [], 0
+    for dim in dims[:-1]:
+        total += dim
+        points.append(total)
+    return points if points else 1
