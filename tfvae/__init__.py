@@ -3,8 +3,9 @@
 The public API is what this module re-exports.
 """
 
-from tfvae import heads
+from tfvae import callbacks, heads
+from tfvae.hvae import HierarchicalVAE
 from tfvae.vae import VAE
 from tfvae.version import __version__
 
-__all__ = ["VAE", "heads", "__version__"]
+__all__ = ["VAE", "HierarchicalVAE", "callbacks", "heads", "__version__"]

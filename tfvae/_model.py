@@ -129,6 +129,13 @@ class LatentVariableModel(keras.Model):
         noise = keras.random.normal((*shape, sum(self._noise_dims)), seed=seed)
         return ops.split(noise, _split_points(self._noise_dims), axis=-1)
 
+    def _repeat(self, x, num_samples):
+        """x repeated for each of `num_samples` draws: (S * B, *input_shape)."""
+        if num_samples == 1:
+            return x
+        x = ops.broadcast_to(x[None], (num_samples, *ops.shape(x)))
+        return ops.reshape(x, (-1, *self.input_shape))
+
     def _elbo_terms(self, x, num_samples, seed, training=None):
         """Per-example reconstruction and per-layer KLs, each of shape (batch,)."""
         noise = self._noise(num_samples, ops.shape(x)[0], seed)

@@ -158,12 +158,8 @@ class VAE(LatentVariableModel):
         q = self.encode(x, training=training)
         z = reparameterize(q, noise)  # (S, B, D)
         p = self.decode(ops.reshape(z, (-1, self.latent_dim)), training=training)
-        if num_samples > 1:
-            x = ops.reshape(
-                ops.broadcast_to(x[None], (num_samples, *ops.shape(x))),
-                (-1, *self.input_shape),
-            )
-        log_px = ops.reshape(p.log_prob(x), (num_samples, -1))
+        log_px = p.log_prob(self._repeat(x, num_samples))
+        log_px = ops.reshape(log_px, (num_samples, -1))
         return Chain(
             log_px=log_px,
             log_q=[q.log_prob(z)],
