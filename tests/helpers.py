@@ -29,6 +29,13 @@ def assert_keras_round_trip(model, x, tmp_path):
     return loaded
 
 
+def randomize_biases(model, rng, scale=0.3):
+    """Random (not zero) biases and shared scales, so hand checks see every weight."""
+    for weight in model.trainable_weights:
+        if weight.path.endswith("bias") or weight.path.endswith("raw_scale"):
+            weight.assign(rng.normal(scale=scale, size=weight.shape))
+
+
 def as_json(config):
     """A config as it reads after a JSON round trip (tuples become lists)."""
     return json.loads(json.dumps(config))

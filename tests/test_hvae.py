@@ -1,3 +1,4 @@
+import helpers
 import keras
 import numpy as np
 import pytest
@@ -30,9 +31,7 @@ def small_hvae(**kwargs):
 
 
 def randomize_biases(model, scale=0.3):
-    for weight in model.trainable_weights:
-        if weight.path.endswith("bias"):
-            weight.assign(RNG.normal(scale=scale, size=weight.shape))
+    helpers.randomize_biases(model, RNG, scale)
 
 
 def gaussian_params(features, head):

@@ -2,6 +2,7 @@ import os
 import subprocess
 import sys
 
+import helpers
 import keras
 import numpy as np
 import pytest
@@ -29,10 +30,7 @@ def small_vae(**kwargs):
 
 
 def randomize_biases(model, scale=0.3):
-    """Random (not zero) biases, so the hand check sees every weight."""
-    for weight in model.weights:
-        if weight.path.endswith("bias") or weight.path.endswith("raw_scale"):
-            weight.assign(RNG.normal(scale=scale, size=weight.shape))
+    helpers.randomize_biases(model, RNG, scale)
 
 
 def hand_elbo(model, x, noise):

@@ -31,8 +31,8 @@ class LatentVariableModel(keras.Model):
     their networks, set `self.likelihood = self._likelihood_head(likelihood)`
     last (attributes are in data-flow order, which `summary()` follows), then
     call `self._make_trackers(num_layers)` and `self.build(...)`. They
-    implement `_noise_dims`, `_chain`, `_first_posterior`, `_generate`,
-    `encode`, `decode` and `get_config`.
+    implement `_build_networks`, `_noise_dims`, `_chain`, `_first_posterior`,
+    `_generate`, `encode`, `decode` and `get_config`.
     """
 
     # Whether the top layer's KL is the closed form (else the sampled ratio).
@@ -54,6 +54,17 @@ class LatentVariableModel(keras.Model):
         self.kl_weight = keras.Variable(
             self.beta, trainable=False, name="kl_weight", dtype="float32"
         )
+
+    def build(self, input_shape=None):
+        if input_shape is not None:
+            _checks.check_spec(
+                keras.KerasTensor(input_shape), self.input_shape, "input_shape"
+            )
+        self._build_networks()
+
+    def _build_networks(self):
+        """Creates every weight, by one pass of a zero example."""
+        raise NotImplementedError
 
     def _likelihood_head(self, likelihood):
         """The head of p(x|z_1) for a name, config or head, with the data's shape."""

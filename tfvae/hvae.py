@@ -130,11 +130,7 @@ class HierarchicalVAE(LatentVariableModel):
         self._make_trackers(num_layers)
         self.build((None, *self.input_shape))
 
-    def build(self, input_shape=None):
-        if input_shape is not None:
-            _checks.check_spec(
-                keras.KerasTensor(input_shape), self.input_shape, "input_shape"
-            )
+    def _build_networks(self):
         self._chain(ops.zeros((1, *self.input_shape)), self._noise(1, 1, seed=0))
 
     @property

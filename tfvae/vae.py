@@ -116,11 +116,7 @@ class VAE(LatentVariableModel):
         self._make_trackers(num_layers=1)
         self.build((None, *self.input_shape))
 
-    def build(self, input_shape=None):
-        if input_shape is not None:
-            _checks.check_spec(
-                keras.KerasTensor(input_shape), self.input_shape, "input_shape"
-            )
+    def _build_networks(self):
         q = self.encode(ops.zeros((1, *self.input_shape)))
         self.decode(q.mean())
 
