@@ -3,9 +3,19 @@
 The public API is what this module re-exports.
 """
 
-from tfvae import callbacks, heads
+from tfvae import callbacks, diagnostics, heads
+from tfvae.estimators import bits_per_dim, evaluate_log_likelihood
 from tfvae.hvae import HierarchicalVAE
 from tfvae.vae import VAE
 from tfvae.version import __version__
 
-__all__ = ["VAE", "HierarchicalVAE", "callbacks", "heads", "__version__"]
+__all__ = [
+    "VAE",
+    "HierarchicalVAE",
+    "bits_per_dim",
+    "callbacks",
+    "diagnostics",
+    "evaluate_log_likelihood",
+    "heads",
+    "__version__",
+]

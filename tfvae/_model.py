@@ -8,12 +8,13 @@ into the ELBO, the training loss (beta, free bits) and the metrics, and wraps
 
 import collections
 import inspect
+import math
 
 import keras
 import tensorflow as tf
 from keras import ops
 
-from tfvae import _checks, heads
+from tfvae import _checks, estimators, heads
 
 # One reparameterized pass through the latent chain, for `num_samples` draws of
 # each example. Shapes: (S, B) for per-sample terms.
@@ -22,6 +23,8 @@ from tfvae import _checks, heads
 #   log_p:  per layer, log p(z_l | z_{l+1}) (the prior N(0, I) for l = L).
 #   kl_top: KL(q(z_L | z_{L-1}) || N(0, I)) in closed form, (S, B) or (B,).
 Chain = collections.namedtuple("Chain", ["log_px", "log_q", "log_p", "kl_top"])
+
+_OBJECTIVES = ("elbo", "iwae")
 
 
 class LatentVariableModel(keras.Model):
@@ -40,12 +43,21 @@ class LatentVariableModel(keras.Model):
     # Whether per-layer `kl_l` metrics are reported.
     _per_layer_metrics = False
 
-    def __init__(self, input_shape, beta, num_samples, free_bits, seed, **kwargs):
+    def __init__(
+        self, input_shape, beta, num_samples, free_bits, objective, seed, **kwargs
+    ):
         super().__init__(**kwargs)
         self.input_shape = _checks.shape_tuple(input_shape, "input_shape")
         self.beta = _checks.non_negative_float(beta, "beta")
         self.num_samples = _checks.positive_int(num_samples, "num_samples")
         self.free_bits = _checks.non_negative_float(free_bits, "free_bits")
+        self.objective = _checks.one_of(objective, "objective", _OBJECTIVES)
+        if objective == "iwae" and self.free_bits:
+            raise ValueError(
+                "`free_bits` applies to objective='elbo' only; the IWAE bound has "
+                f"no per-layer KL term. Received: free_bits={free_bits}, "
+                f"objective={objective!r}"
+            )
         self.seed = seed
         self.seed_generator = keras.random.SeedGenerator(seed)
         # The weight of the KL term in the training loss: beta, unless a
@@ -74,6 +86,8 @@ class LatentVariableModel(keras.Model):
 
     def _make_trackers(self, num_layers):
         names = ["loss", "elbo", "reconstruction", "kl"]
+        if self.objective == "iwae":
+            names.insert(1, "iwae")
         if self._per_layer_metrics:
             names += [f"kl_{layer}" for layer in range(1, num_layers + 1)]
         self._trackers = {name: keras.metrics.Mean(name=name) for name in names}
@@ -89,6 +103,15 @@ class LatentVariableModel(keras.Model):
 
     def _chain(self, x, noise, training=None):
         """One reparameterized pass; `noise` is the list `_noise` returns."""
+        raise NotImplementedError
+
+    def _latent_layers(self, x, noise):
+        """One sample per example: a list of (q(z_l|.), p(z_l|.), z_l), z_1 first.
+
+        `noise` is `_noise(1, batch, seed)`; every distribution has batch
+        shape (batch,) and every z_l shape (batch, dim). The top layer's p is
+        the prior N(0, I).
+        """
         raise NotImplementedError
 
     def _first_posterior(self, x, training=None):
@@ -138,6 +161,10 @@ class LatentVariableModel(keras.Model):
         """N(0, I) noise of shape (S, B, sum of latent dims), split per layer."""
         shape = (batch,) if num_samples is None else (num_samples, batch)
         noise = keras.random.normal((*shape, sum(self._noise_dims)), seed=seed)
+        return self._split_noise(noise)
+
+    def _split_noise(self, noise):
+        """Splits noise along its last axis among the latent layers, z_1 first."""
         return ops.split(noise, _split_points(self._noise_dims), axis=-1)
 
     def _repeat(self, x, num_samples):
@@ -150,7 +177,72 @@ class LatentVariableModel(keras.Model):
     def _elbo_terms(self, x, num_samples, seed, training=None):
         """Per-example reconstruction and per-layer KLs, each of shape (batch,)."""
         noise = self._noise(num_samples, ops.shape(x)[0], seed)
-        chain = self._chain(x, noise, training=training)
+        return self._terms(self._chain(x, noise, training=training))
+
+    @staticmethod
+    def _chain_log_weights(chain, kl_weight=1.0):
+        """log w = log p(x|z_1) + kl_weight * (log p(z) - log q(z|x)), (S, B)."""
+        pairs = zip(chain.log_p, chain.log_q, strict=True)
+        latent = sum(log_p - log_q for log_p, log_q in pairs)
+        return chain.log_px + kl_weight * latent
+
+    def _log_weights(self, x, noise, training=None):
+        """Importance log-weights log p(x, z) - log q(z|x) of each draw, (S, B)."""
+        return self._chain_log_weights(self._chain(x, noise, training=training))
+
+    def _floats_per_sample(self):
+        """Rough float32 count of the activations of one (example, sample) pair."""
+        widths = sum(w.shape[-1] for w in self.trainable_weights if len(w.shape) == 2)
+        return 4 * math.prod(self.input_shape) + 3 * widths
+
+    def log_likelihood(
+        self,
+        x,
+        num_samples=5000,
+        batch_size=None,
+        seed=None,
+        memory_budget=estimators.DEFAULT_MEMORY_BUDGET,
+        verbose="auto",
+    ):
+        """Importance-sampled estimate of log p(x) for each example, in nats.
+
+        Mathematical details: log p(x) ~= logmeanexp_k [log p(x, z_k) -
+        log q(z_k|x)], z_k ~ q(z|x) (the whole chain for a hierarchy). This is
+        the K-sample IWAE bound: below log p(x) in expectation, tight as K
+        grows. Published results use K = 5000 on the test set.
+
+        Examples and samples are processed in chunks sized from
+        `memory_budget`; the noise of sample k of example i depends only on
+        `(seed, i, k)`, so the result does not depend on the chunking or on
+        `batch_size`. Log-sum-exp keeps float32 stable for any K.
+
+        References: Burda, Grosse & Salakhutdinov (2015), Importance Weighted
+        Autoencoders; Rezende et al. (2014), Appendix E.
+
+        Args:
+            x: an array of examples, shape (n, *input_shape).
+            num_samples: K, importance samples per example.
+            batch_size: examples per chunk; `None` derives it from the budget.
+            seed: an int; `None` draws one from the model's seed generator.
+            memory_budget: bytes of activations one chunk may use (an
+                estimate; default 256 MiB).
+            verbose: `"auto"` shows a progress bar when n * K >= 10^6; 0 or 1.
+
+        Returns:
+            A float32 numpy array of shape (n,).
+        """
+        return estimators.log_likelihood(
+            self,
+            x,
+            num_samples=num_samples,
+            batch_size=batch_size,
+            seed=seed,
+            memory_budget=memory_budget,
+            verbose=verbose,
+        )
+
+    def _terms(self, chain):
+        """Per-example reconstruction and per-layer KLs from one chain."""
         kls = [
             ops.mean(log_q - log_p, axis=0)
             for log_q, log_p in zip(chain.log_q, chain.log_p, strict=True)
@@ -188,9 +280,9 @@ class LatentVariableModel(keras.Model):
     def _step_terms(self, data, training):
         x, _, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
         x = _checks.check_batch(x, self.input_shape, self.likelihood.support)
-        reconstruction, kls = self._elbo_terms(
-            x, self.num_samples, self.seed_generator, training=training
-        )
+        noise = self._noise(self.num_samples, ops.shape(x)[0], self.seed_generator)
+        chain = self._chain(x, noise, training=training)
+        reconstruction, kls = self._terms(chain)
         if sample_weight is not None:
             sample_weight = ops.cast(ops.reshape(sample_weight, (-1,)), "float32")
 
@@ -199,15 +291,27 @@ class LatentVariableModel(keras.Model):
                 return ops.mean(values)
             return ops.mean(values * sample_weight)
 
-        # Free bits (Kingma et al. 2016): each layer's batch-mean KL counts at
-        # least `free_bits` nats in the loss; below that it gets no gradient.
-        kl_loss = sum(ops.maximum(batch_mean(kl), self.free_bits) for kl in kls)
-        loss = -batch_mean(reconstruction) + self.kl_weight * kl_loss
-        if self.losses:
-            loss = loss + ops.sum(self.losses)
         kl = sum(kls)
         values = {"elbo": reconstruction - kl, "reconstruction": reconstruction}
         values["kl"] = kl
+        if self.objective == "iwae":
+            # The importance-weighted bound of Burda et al. (2015) with
+            # K = num_samples; the KL weight scales the latent log-ratio.
+            log_k = math.log(self.num_samples)
+
+            def iwae(kl_weight):
+                log_w = self._chain_log_weights(chain, kl_weight)
+                return ops.logsumexp(log_w, axis=0) - log_k
+
+            values["iwae"] = iwae(1.0)
+            loss = -batch_mean(iwae(self.kl_weight))
+        else:
+            # Free bits (Kingma et al. 2016): each layer's batch-mean KL counts
+            # at least `free_bits` nats in the loss; below that, no gradient.
+            kl_loss = sum(ops.maximum(batch_mean(kl), self.free_bits) for kl in kls)
+            loss = -batch_mean(reconstruction) + self.kl_weight * kl_loss
+        if self.losses:
+            loss = loss + ops.sum(self.losses)
         if self._per_layer_metrics:
             values.update({f"kl_{i}": kl for i, kl in enumerate(kls, start=1)})
         return loss, values, sample_weight
@@ -270,6 +374,7 @@ class LatentVariableModel(keras.Model):
             "beta": self.beta,
             "num_samples": self.num_samples,
             "free_bits": self.free_bits,
+            "objective": self.objective,
             "seed": self.seed,
         }
 

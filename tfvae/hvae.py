@@ -97,10 +97,13 @@ class HierarchicalVAE(LatentVariableModel):
         beta=1.0,
         num_samples=1,
         free_bits=0.0,
+        objective="elbo",
         seed=None,
         **kwargs,
     ):
-        super().__init__(input_shape, beta, num_samples, free_bits, seed, **kwargs)
+        super().__init__(
+            input_shape, beta, num_samples, free_bits, objective, seed, **kwargs
+        )
         self.latent_dims = _checks.shape_tuple(latent_dims, "latent_dims")
         self.hidden_units = _hidden_units_per_layer(hidden_units, self.latent_dims)
         keras.activations.get(activation)
@@ -155,6 +158,11 @@ class HierarchicalVAE(LatentVariableModel):
         """p(z_layer | z_{layer+1}) for layer < L; layers count from 1."""
         features = self.generative_networks[layer](z_above, training=training)
         return self.conditionals[layer - 1](features)
+
+    def _latent_layers(self, x, noise):
+        posteriors, z = self._posterior_chain(x, noise)
+        priors = [self._conditional(i, z[i]) for i in range(1, self.num_layers)]
+        return list(zip(posteriors, priors + [self.prior], z, strict=True))
 
     def _first_posterior(self, x, training=None):
         return self._posterior(1, x, training)

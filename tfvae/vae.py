@@ -89,12 +89,15 @@ class VAE(LatentVariableModel):
         beta=1.0,
         num_samples=1,
         free_bits=0.0,
+        objective="elbo",
         encoder=None,
         decoder=None,
         seed=None,
         **kwargs,
     ):
-        super().__init__(input_shape, beta, num_samples, free_bits, seed, **kwargs)
+        super().__init__(
+            input_shape, beta, num_samples, free_bits, objective, seed, **kwargs
+        )
         self.latent_dim = _checks.positive_int(latent_dim, "latent_dim")
         self.hidden_units = _checks.shape_tuple(
             hidden_units, "hidden_units", allow_empty=True
@@ -140,6 +143,10 @@ class VAE(LatentVariableModel):
     def decode(self, z, training=None):
         """Returns p(x|z), a `tfd.Distribution` with the data's event shape."""
         return self.likelihood(self.decoder(z, training=training))
+
+    def _latent_layers(self, x, noise):
+        q = self.encode(x)
+        return [(q, self.prior, reparameterize(q, noise[0][0]))]
 
     def _first_posterior(self, x, training=None):
         return self.encode(x, training=training)

@@ -1,0 +1,88 @@
+"""Diagnostics of a trained model's latent layers: active units and KL per dimension.
+
+Both take averages over a data set (and, for the upper layers of a
+hierarchy, over `num_samples` ancestral samples of the inference chain).
+For bits per dimension, see `tfvae.bits_per_dim`.
+"""
+
+import numpy as np
+import tensorflow as tf
+
+from tfvae import _checks
+
+__all__ = ["active_units", "kl_per_dimension"]
+
+
+def _layer_statistics(model, x, num_samples, seed, batch_size):
+    """Per layer: posterior means E_q[z_l] (n, dim) and mean KL per dimension."""
+    num_samples = _checks.positive_int(num_samples, "num_samples")
+    batch_size = _checks.positive_int(batch_size, "batch_size")
+    x = np.asarray(x)
+    _checks.check_array(x, model.input_shape, model.likelihood.support)
+    means, kls = None, None
+    for start in range(0, len(x), batch_size):
+        chunk = tf.convert_to_tensor(x[start : start + batch_size], tf.float32)
+        batch = len(chunk)
+        noise = model._noise(1, num_samples * batch, seed=seed + start)
+        layers = model._latent_layers(model._repeat(chunk, num_samples), noise)
+        chunk_means, chunk_kls = [], []
+        for i, (q, p, z) in enumerate(layers):
+            mean = tf.reshape(q.mean(), (num_samples, batch, -1))
+            chunk_means.append(tf.reduce_mean(mean, axis=0).numpy())
+            if i == len(layers) - 1:  # the top layer's KL is the closed form
+                kl = q.distribution.kl_divergence(p.distribution)
+            else:
+                kl = q.distribution.log_prob(z) - p.distribution.log_prob(z)
+            chunk_kls.append(tf.reduce_sum(kl, axis=0).numpy() / num_samples)
+        if means is None:
+            means, kls = [[m] for m in chunk_means], chunk_kls
+        else:
+            for layer, (m, k) in enumerate(zip(chunk_means, chunk_kls, strict=True)):
+                means[layer].append(m)
+                kls[layer] = kls[layer] + k
+    means = [np.concatenate(m) for m in means]
+    return means, [k / len(x) for k in kls]
+
+
+def active_units(model, x, threshold=0.01, num_samples=10, seed=0, batch_size=1000):
+    """Counts the active latent units of each layer (Burda et al. 2015).
+
+    Mathematical details: unit u is active when A_u = Cov_x(E_{q(u|x)}[u])
+    exceeds `threshold` (0.01 in the paper): the posterior mean of u moves with
+    x. For the upper layers of a hierarchy, E_q[u] is averaged over
+    `num_samples` ancestral samples of the layers below.
+
+    Args:
+        model: a `tfvae.VAE` or `tfvae.HierarchicalVAE`.
+        x: an array of examples.
+        threshold: the activity above which a unit is active.
+        num_samples: samples of the chain per example (layers above z_1).
+        seed: an int seed of those samples.
+        batch_size: examples per chunk.
+
+    Returns:
+        A dict: `active_units`, a list with the count of each layer (z_1
+        first), and `activity`, a list of arrays of A_u per unit.
+    """
+    means, _ = _layer_statistics(model, x, num_samples, seed, batch_size)
+    activity = [m.var(axis=0) for m in means]
+    return {
+        "active_units": [int((a > threshold).sum()) for a in activity],
+        "activity": activity,
+    }
+
+
+def kl_per_dimension(model, x, num_samples=10, seed=0, batch_size=1000):
+    """The KL term of each latent dimension, averaged over the data, in nats.
+
+    For the top layer, the closed-form KL(q(u|.) || N(0, 1)) of each
+    dimension; for the layers below, the sampled log q(u|.) - log p(u|.) of
+    each dimension (both densities are diagonal, so the layer's KL is the sum
+    over its dimensions). The sums over dimensions add up to the `kl_l`
+    metrics. A dimension near 0 carries no information about x.
+
+    Returns:
+        A list of arrays, one per latent layer (z_1 first), of shape (dim,).
+    """
+    _, kls = _layer_statistics(model, x, num_samples, seed, batch_size)
+    return kls
