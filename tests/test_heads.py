@@ -1,6 +1,7 @@
 import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 from helpers import assert_config_round_trip, log_sigmoid, normal_log_density, softplus
 
 import tfvae
@@ -148,3 +149,49 @@ def test_heads_serialize_inside_keras_objects():
         heads.GaussianHead(0.25, event_shape=(4,))
     )
     assert config["registered_name"] == "tfvae>GaussianHead"
+
+
+@pytest.mark.parametrize(
+    "head",
+    [
+        heads.BernoulliHead(event_shape=(4, 7)),
+        heads.GaussianHead(scale="diagonal", event_shape=(5,)),
+        heads.GaussianHead(scale=0.5, event_shape=(5,)),
+    ],
+    ids=["bernoulli-fused", "gaussian-diagonal", "gaussian-fixed"],
+)
+def test_log_likelihood_of_several_samples_per_example(head):
+    # Three samples of features for each of two examples, sample-major.
+    features = tf.constant(RNG.normal(size=(6, 5)).astype("float32"))
+    x = (RNG.random((2, *head.event_shape)) < 0.4).astype("float32")
+    with tf.GradientTape(persistent=True) as tape:
+        tape.watch(features)
+        fused = head.log_likelihood(features, x)
+        reference = head(features).log_prob(np.tile(x, (3,) + (1,) * (x.ndim - 1)))
+    np.testing.assert_allclose(fused.numpy(), reference.numpy(), rtol=1e-5, atol=1e-4)
+    for weight in [features, *head.trainable_weights]:
+        np.testing.assert_allclose(
+            tape.gradient(fused, weight),
+            tape.gradient(reference, weight),
+            rtol=1e-4,
+            atol=1e-5,
+        )
+
+
+@pytest.mark.parametrize("size", [784, 97])  # blocks of 56; a prime falls back
+def test_sum_softplus_is_accurate_for_extreme_logits(size):
+    logits = RNG.normal(scale=30, size=(50, size)).astype("float32")
+    logits[0, :5] = [-200, 200, 0, -90, 90]
+    expected = np.logaddexp(0, logits.astype("float64")).sum(-1)
+    value = heads.sum_softplus(tf.constant(logits)).numpy()
+    np.testing.assert_allclose(value, expected, rtol=1e-6, atol=1e-3)
+    with tf.GradientTape() as tape:
+        variable = tf.constant(logits)
+        tape.watch(variable)
+        total = tf.reduce_sum(heads.sum_softplus(variable))
+    np.testing.assert_allclose(
+        tape.gradient(total, variable),
+        1 / (1 + np.exp(-logits.astype("float64"))),
+        rtol=1e-6,
+        atol=1e-30,  # float32 flushes sigmoid(-200) = 1e-87 to 0
+    )

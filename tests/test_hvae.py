@@ -283,3 +283,46 @@ def test_two_layer_model_trains_on_binarized_mnist_without_collapse(binarized_mn
     assert after > before + ELBO_GAIN, (before, after)
     assert history["val_kl_2"][-1] > KL_2_FLOOR, history["val_kl_2"]
     assert history["kl_weight"][-1] == 1.0
+
+
+@pytest.mark.parametrize("kind", ["vae", "hvae"])
+def test_iwae_objective_trains_on_the_importance_weighted_bound(kind):
+    if kind == "vae":
+        model = tfvae.VAE(
+            input_shape=(12,),
+            latent_dim=3,
+            hidden_units=(8,),
+            objective="iwae",
+            num_samples=5,
+            seed=0,
+        )
+    else:
+        model = small_hvae(objective="iwae", num_samples=5, seed=0)
+    model.compile(optimizer="adam")
+    first = model.evaluate(X_BIN, batch_size=300, verbose=0, return_dict=True)
+    history = model.fit(X_BIN, batch_size=100, epochs=10, verbose=0).history
+    assert {"iwae", "elbo", "loss"} <= set(history)  # the metrics name the bound
+    # The loss is -iwae; the K-sample bound lies above the ELBO; it improves.
+    result = model.evaluate(X_BIN, batch_size=300, verbose=0, return_dict=True)
+    np.testing.assert_allclose(result["loss"], -result["iwae"], rtol=1e-6)
+    assert result["iwae"] > result["elbo"]
+    assert result["iwae"] > first["iwae"]
+    assert_config_round_trip(model)
+
+
+def test_elbo_models_report_no_iwae_metric():
+    model = small_hvae()
+    model.compile(optimizer="adam")
+    assert "iwae" not in model.fit(X_BIN, batch_size=100, verbose=0).history
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"objective": "vimco"}, r"\('elbo', 'iwae'\). Received: objective='vimco'"),
+        ({"objective": "iwae", "free_bits": 1.0}, "objective='elbo' only"),
+    ],
+)
+def test_bad_objective(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        small_hvae(**kwargs)

@@ -222,8 +222,8 @@ class HierarchicalVAE(LatentVariableModel):
             for layer in range(1, self.num_layers)
         ]
         log_p.append(per_sample(self.prior.log_prob(z[-1])))
-        log_px = self.decode(z[0], training).log_prob(self._repeat(x, num_samples))
-        log_px = per_sample(log_px)
+        features = self.generative_networks[0](z[0], training=training)
+        log_px = per_sample(self.likelihood.log_likelihood(features, x))
         kl_top = heads.tfd.kl_divergence(posteriors[-1], self.prior)
         if self.num_layers > 1:
             kl_top = per_sample(kl_top)

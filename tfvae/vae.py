@@ -160,8 +160,10 @@ class VAE(LatentVariableModel):
         num_samples = noise.shape[0]
         q = self.encode(x, training=training)
         z = reparameterize(q, noise)  # (S, B, D)
-        p = self.decode(ops.reshape(z, (-1, self.latent_dim)), training=training)
-        log_px = p.log_prob(self._repeat(x, num_samples))
+        features = self.decoder(
+            ops.reshape(z, (-1, self.latent_dim)), training=training
+        )
+        log_px = self.likelihood.log_likelihood(features, x)
         log_px = ops.reshape(log_px, (num_samples, -1))
         return Chain(
             log_px=log_px,
