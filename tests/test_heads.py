@@ -160,14 +160,17 @@ def test_heads_serialize_inside_keras_objects():
     ],
     ids=["bernoulli-fused", "gaussian-diagonal", "gaussian-fixed"],
 )
-def test_log_likelihood_of_several_samples_per_example(head):
-    # Three samples of features for each of two examples, sample-major.
-    features = tf.constant(RNG.normal(size=(6, 5)).astype("float32"))
+@pytest.mark.parametrize("num_samples", [1, 3])
+def test_log_likelihood_of_several_samples_per_example(head, num_samples):
+    # num_samples samples of features for each of two examples, sample-major.
+    features = RNG.normal(size=(2 * num_samples, 5)).astype("float32")
+    features = tf.constant(features)
     x = (RNG.random((2, *head.event_shape)) < 0.4).astype("float32")
+    repeated = np.tile(x, (num_samples,) + (1,) * (x.ndim - 1))
     with tf.GradientTape(persistent=True) as tape:
         tape.watch(features)
-        fused = head.log_likelihood(features, x)
-        reference = head(features).log_prob(np.tile(x, (3,) + (1,) * (x.ndim - 1)))
+        fused = head.log_likelihood(features, x, num_samples)
+        reference = head(features).log_prob(repeated)
     np.testing.assert_allclose(fused.numpy(), reference.numpy(), rtol=1e-5, atol=1e-4)
     for weight in [features, *head.trainable_weights]:
         np.testing.assert_allclose(

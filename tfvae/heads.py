@@ -114,21 +114,23 @@ class DistributionHead(keras.layers.Layer):
     def call(self, features):
         return self._distribution(self.project(features))
 
-    def log_likelihood(self, features, x):
-        """log p(x | features) for several feature rows per example.
+    def log_likelihood(self, features, x, num_samples):
+        """log p(x | features) for `num_samples` feature rows per example.
 
         Args:
             features: (S * B, ...) features, sample-major: row s * B + b
                 belongs to example b.
             x: (B, *event_shape) values, not repeated.
+            num_samples: S, a Python int.
 
         Returns:
             A float32 tensor of shape (S * B,).
         """
-        batch = ops.shape(x)[0]
-        num_samples = ops.shape(features)[0] // batch
-        x = ops.broadcast_to(ops.cast(x, "float32")[None], (num_samples, *ops.shape(x)))
-        return self(features).log_prob(ops.reshape(x, (-1, *self.event_shape)))
+        x = ops.cast(x, "float32")
+        if num_samples > 1:
+            x = ops.broadcast_to(x[None], (num_samples, *ops.shape(x)))
+            x = ops.reshape(x, (-1, *self.event_shape))
+        return self(features).log_prob(x)
 
     def _independent(self, distribution):
         return tfd.Independent(
@@ -169,13 +171,13 @@ class BernoulliHead(DistributionHead):
         (logits,) = params
         return self._independent(tfd.Bernoulli(logits=logits, dtype=tf.float32))
 
-    def log_likelihood(self, features, x):
+    def log_likelihood(self, features, x, num_samples):
         """log p(x | features), fused: sum_i x_i l_i - sum_i softplus(l_i).
 
-        With logits l = f K + c, the first sum is f . (K x) + c . x: a small
-        product per example instead of an elementwise pass over every
-        (sample, pixel), and x is never repeated. See
-        `DistributionHead.log_likelihood` for the shapes.
+        With several samples per example and logits l = f K + c, the first sum
+        is f . (K x) + c . x: one small product per example instead of an
+        elementwise pass over every (sample, pixel), and x is never repeated.
+        See `DistributionHead.log_likelihood` for the shapes.
         """
         if not self.built:
             self.build(features.shape)
@@ -186,6 +188,8 @@ class BernoulliHead(DistributionHead):
         bias = ops.cast(self.bias, "float32")
         x = ops.reshape(ops.cast(x, "float32"), (batch, -1))
         logits = ops.add(ops.matmul(features, kernel), bias)
+        if num_samples == 1:  # K x would cost as much as the logits themselves
+            return ops.sum(x * logits, axis=-1) - sum_softplus(logits)
         kernel_x = ops.matmul(x, ops.transpose(kernel))  # (B, features)
         per_sample = ops.reshape(features, (-1, batch, width))
         dot = ops.sum(per_sample * kernel_x[None], axis=-1) + ops.sum(x * bias, axis=-1)

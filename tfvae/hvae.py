@@ -69,6 +69,8 @@ class HierarchicalVAE(LatentVariableModel):
         free_bits: nats of KL per latent layer that are free in the training
             loss (each layer's batch-mean KL counts as at least this); never
             applied to the reported `elbo`.
+        objective: `"elbo"` (default) or `"iwae"`, the importance-weighted
+            bound with K = `num_samples` over whole chains; see `tfvae.VAE`.
         seed: seed of the model's noise (an int or None).
         **kwargs: base `keras.Model` arguments, such as `name`.
 
@@ -223,7 +225,8 @@ class HierarchicalVAE(LatentVariableModel):
         ]
         log_p.append(per_sample(self.prior.log_prob(z[-1])))
         features = self.generative_networks[0](z[0], training=training)
-        log_px = per_sample(self.likelihood.log_likelihood(features, x))
+        log_px = self.likelihood.log_likelihood(features, x, num_samples)
+        log_px = per_sample(log_px)
         kl_top = heads.tfd.kl_divergence(posteriors[-1], self.prior)
         if self.num_layers > 1:
             kl_top = per_sample(kl_top)

@@ -65,6 +65,10 @@ class VAE(LatentVariableModel):
         free_bits: nats of KL per latent layer that are free: the training loss
             uses max(batch-mean KL, free_bits), so the KL gets no gradient
             below it (Kingma et al. 2016). Default 0. Never applied to `elbo`.
+        objective: `"elbo"` (default) or `"iwae"`: train on the
+            importance-weighted bound log mean_k p(x, z_k) / q(z_k|x) with
+            K = `num_samples` (Burda et al. 2015); the metrics then include
+            `iwae`, and `loss` is -iwae.
         seed: seed of the model's noise (an int or None).
         **kwargs: base `keras.Model` arguments, such as `name`.
 
@@ -163,7 +167,7 @@ class VAE(LatentVariableModel):
         features = self.decoder(
             ops.reshape(z, (-1, self.latent_dim)), training=training
         )
-        log_px = self.likelihood.log_likelihood(features, x)
+        log_px = self.likelihood.log_likelihood(features, x, num_samples)
         log_px = ops.reshape(log_px, (num_samples, -1))
         return Chain(
             log_px=log_px,
