@@ -1,11 +1,13 @@
 """The README's promises: its quickstart is the example script, and it runs."""
 
+import json
 import os
 import pathlib
 import re
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -47,3 +49,28 @@ def test_quickstart_runs_as_written(binarized_mnist, tmp_path):
     elbo = float(re.search(r"validation ELBO: (-?[\d.]+) nats", result.stdout).group(1))
     # Five epochs of a 784-200-200-50 VAE are well past -130 nats; untrained is -543.
     assert -130 < elbo < 0, elbo
+
+
+def test_serving_example_prints_what_the_readme_shows(tmp_path):
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "examples" / "serving_requests.py"), str(tmp_path)],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    readme = (ROOT / "README.md").read_text()
+    printed = [line for line in result.stdout.splitlines() if line.strip()]
+    shown_responses = re.findall(r'^(\{"outputs".*)$', readme, re.M)
+    responses = [line for line in printed if line.startswith('{"outputs"')]
+    assert len(responses) == len(shown_responses) == 3
+    for shown, computed in zip(shown_responses, responses, strict=True):
+        shown, computed = json.loads(shown)["outputs"], json.loads(computed)["outputs"]
+        if isinstance(shown, dict):
+            assert sorted(shown) == sorted(computed)
+            shown, computed = list(shown.values()), list(computed.values())
+        np.testing.assert_allclose(np.array(shown), np.array(computed), atol=2e-3)
+    for line in printed:
+        if line.startswith("$ curl"):
+            assert line in readme

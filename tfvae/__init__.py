@@ -5,6 +5,7 @@ The public API is what this module re-exports.
 
 from tfvae import callbacks, diagnostics, heads
 from tfvae.estimators import bits_per_dim, evaluate_log_likelihood
+from tfvae.export import export_saved_model
 from tfvae.hvae import HierarchicalVAE
 from tfvae.vae import VAE
 from tfvae.version import __version__
@@ -16,6 +17,7 @@ __all__ = [
     "callbacks",
     "diagnostics",
     "evaluate_log_likelihood",
+    "export_saved_model",
     "heads",
     "__version__",
 ]

@@ -174,18 +174,26 @@ class HierarchicalVAE(LatentVariableModel):
         features = self.generative_networks[0](z_1, training=training)
         return self.likelihood(features)
 
-    def encode(self, x, seed=None, training=None):
+    def encode(self, x, seed=None, sample=True, training=None):
         """The posteriors q(z_1|x), q(z_2|z_1), ... along one ancestral sample.
 
         Args:
             x: a batch of examples.
             seed: seed of the sampled z_1 ... z_{L-1} that condition the upper
                 layers; the model's seed generator when `None`.
+            sample: `False` conditions each layer on the posterior mean of the
+                layer below instead of a sample (deterministic).
 
         Returns:
             A list of L `tfd.Distribution`s, each of batch shape (batch,).
         """
         x = self._checked(x)
+        if not sample:
+            posteriors, h = [], x
+            for layer in range(1, self.num_layers + 1):
+                posteriors.append(self._posterior(layer, h, training))
+                h = posteriors[-1].mean()
+            return posteriors
         noise = self._noise(1, ops.shape(x)[0], self._seed(seed))
         posteriors, _ = self._posterior_chain(x, noise, training)
         return posteriors

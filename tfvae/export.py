@@ -1,0 +1,183 @@
+"""Export to a SavedModel for TF Serving, with a signature for every use of a VAE.
+
+The SavedModel needs only the TensorFlow runtime to load and serve: no tfvae,
+no TensorFlow Probability, no Keras objects. Its signatures, inputs -> outputs
+(batch dimensions are dynamic):
+
+- `serving_default`: `x` -> `reconstruction`
+- `encode`: `x` -> `loc`, `scale` (VAE); `loc_1`, `scale_1`, ... (hierarchy)
+- `decode`: `z` (z_1 for a hierarchy) -> `mean`, and `probs` (Bernoulli) or
+  `scale` (Gaussian)
+- `sample`: `num_samples`, `seed` (int32 scalars) -> `x`
+- `elbo`: `x` -> `elbo`
+- `log_likelihood`: `x`, `num_samples` (int32 scalar) -> `log_likelihood`
+"""
+
+import math
+import os
+import shutil
+import tempfile
+
+import keras
+import tensorflow as tf
+
+from tfvae import _checks, estimators, heads
+from tfvae._model import LatentVariableModel
+from tfvae.hvae import HierarchicalVAE
+
+__all__ = ["export_saved_model"]
+
+# Samples per iteration of the in-graph log-likelihood loop.
+_LOG_LIKELIHOOD_CHUNK = 32
+
+
+def _log_likelihood_in_graph(model, x, num_samples, seed=0):
+    """`model.log_likelihood(x, num_samples, seed=seed)` as one graph."""
+    batch = tf.shape(x)[0]
+    index = tf.range(batch)
+    seed = tf.constant(seed, tf.int64)
+    chunk = _LOG_LIKELIHOOD_CHUNK
+    num_chunks = (num_samples + chunk - 1) // chunk
+
+    def body(i, total):
+        first = i * chunk
+        noise = estimators.counter_normal(
+            seed, index, first, chunk, sum(model._noise_dims)
+        )
+        log_w = model._log_weights(x, model._split_noise(noise))
+        valid = (first + tf.range(chunk)) < num_samples
+        log_w = tf.where(valid[:, None], log_w, -math.inf)
+        part = tf.reduce_logsumexp(log_w, axis=0)
+        return i + 1, tf.reduce_logsumexp(tf.stack([total, part]), axis=0)
+
+    _, total = tf.while_loop(
+        lambda i, _: i < num_chunks,
+        body,
+        (tf.constant(0), tf.fill([batch], -math.inf)),
+    )
+    return total - tf.math.log(tf.cast(num_samples, tf.float32))
+
+
+def _decoder_outputs(model, p):
+    outputs = {"mean": p.mean()}
+    if isinstance(model.likelihood, heads.BernoulliHead):
+        outputs["probs"] = p.mean()
+    else:
+        outputs["scale"] = p.stddev()
+    return outputs
+
+
+def _endpoints(model):
+    """(name, function, input signature) of every exported signature."""
+    x_spec = tf.TensorSpec((None, *model.input_shape), tf.float32, name="x")
+    z_dim = model._noise_dims[0]
+    z_spec = tf.TensorSpec((None, z_dim), tf.float32, name="z")
+    count_spec = tf.TensorSpec((), tf.int32, name="num_samples")
+    seed_spec = tf.TensorSpec((), tf.int32, name="seed")
+
+    def serving_default(x):
+        return {"reconstruction": model(x)}
+
+    def encode(x):
+        if not isinstance(model, HierarchicalVAE):
+            q = model.encode(x)
+            return {"loc": q.mean(), "scale": q.stddev()}
+        posteriors = model.encode(x, sample=False)
+        outputs = {}
+        for layer, q in enumerate(posteriors, start=1):
+            outputs[f"loc_{layer}"] = q.mean()
+            outputs[f"scale_{layer}"] = q.stddev()
+        return outputs
+
+    def decode(z):
+        return _decoder_outputs(model, model.decode(z))
+
+    def sample(num_samples, seed):
+        tf.debugging.assert_positive(num_samples, message="num_samples must be >= 1")
+        noise = tf.random.stateless_normal(
+            (num_samples, sum(model._noise_dims)), seed=tf.stack([seed, 0])
+        )
+        return {"x": model._generate(model._split_noise(noise))}
+
+    def elbo(x):
+        return {"elbo": model.elbo(x, num_samples=1, seed=0)}
+
+    def log_likelihood(x, num_samples):
+        tf.debugging.assert_positive(num_samples, message="num_samples must be >= 1")
+        x = model._checked(x)
+        return {"log_likelihood": _log_likelihood_in_graph(model, x, num_samples)}
+
+    return [
+        ("serving_default", serving_default, [x_spec]),
+        ("encode", encode, [x_spec]),
+        ("decode", decode, [z_spec]),
+        ("sample", sample, [count_spec, seed_spec]),
+        ("elbo", elbo, [x_spec]),
+        ("log_likelihood", log_likelihood, [x_spec, count_spec]),
+    ]
+
+
+def export_saved_model(model, export_dir, version=None, overwrite=False):
+    """Writes a SavedModel of `model` for TF Serving; returns its folder.
+
+    The signatures (see the module docstring and the README for the names of
+    their inputs and outputs) are deterministic: `sample` takes a seed, `elbo`
+    is a one-sample estimate with the fixed seed 0, `log_likelihood` is
+    `model.log_likelihood(x, num_samples, seed=0)` (its noise keyed by the row
+    of the request), and the hierarchy's `encode` follows the posterior means
+    up the chain (`model.encode(x, sample=False)`).
+
+    Args:
+        model: a `tfvae.VAE` or `tfvae.HierarchicalVAE`.
+        export_dir: the folder to write; with `version`, the model base path.
+        version: an int >= 0; the SavedModel goes to `export_dir/<version>/`,
+            the layout TF Serving loads from.
+        overwrite: replace an existing non-empty target. Without it, an
+            existing non-empty target raises `FileExistsError` before any
+            work. The export is written to a temporary sibling folder and moved
+            in place, so an interrupted export leaves the old one intact.
+
+    Returns:
+        The path of the written SavedModel folder.
+
+    Example:
+
+    ```python
+    path = tfvae.export_saved_model(model, "/models/vae", version=1)
+    served = tf.saved_model.load(path)
+    served.signatures["encode"](x=tf.constant(x_test[:4]))["loc"]
+    ```
+    """
+    if not isinstance(model, LatentVariableModel):
+        raise ValueError(
+            "`model` must be a tfvae.VAE or tfvae.HierarchicalVAE. "
+            f"Received: model={model!r}"
+        )
+    target = os.fspath(export_dir)
+    if version is not None:
+        version = _checks.positive_int(version, "version", minimum=0)
+        target = os.path.join(target, str(version))
+    if os.path.isdir(target) and os.listdir(target) and not overwrite:
+        raise FileExistsError(
+            f"The export target {target!r} exists and is not empty. Pass "
+            "overwrite=True to replace it, or choose another version."
+        )
+    if os.path.exists(target) and not os.path.isdir(target):
+        raise FileExistsError(f"The export target {target!r} is a file.")
+
+    archive = keras.export.ExportArchive()
+    archive.track(model)
+    for name, function, signature in _endpoints(model):
+        archive.add_endpoint(name, tf.function(function), input_signature=signature)
+    parent = os.path.dirname(os.path.abspath(target))
+    os.makedirs(parent, exist_ok=True)
+    staging = tempfile.mkdtemp(prefix=".tfvae-export-", dir=parent)
+    try:
+        archive.write_out(staging, verbose=False)
+        if os.path.isdir(target):
+            shutil.rmtree(target)
+        os.replace(staging, target)
+    finally:
+        if os.path.isdir(staging):
+            shutil.rmtree(staging)
+    return target
