@@ -1,0 +1,271 @@
+"""Datasets: search order, loaders, and downloads from local servers only."""
+
+import contextlib
+import dataclasses
+import functools
+import gzip
+import hashlib
+import http.server
+import os
+import threading
+
+import numpy as np
+import pytest
+
+from tfvae import data
+
+RNG = np.random.default_rng(7)
+
+
+@contextlib.contextmanager
+def http_server(folder, handler_class=None):
+    """A quiet HTTP server on 127.0.0.1 serving `folder`; yields its base URL."""
+
+    class Quiet(handler_class or http.server.SimpleHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+    handler = functools.partial(Quiet, directory=str(folder))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.fixture
+def isolated(tmp_path, monkeypatch):
+    """No TFVAE_DATA_DIR, and a home cache inside tmp_path."""
+    monkeypatch.delenv("TFVAE_DATA_DIR", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    return tmp_path
+
+
+def fake_binarized_mnist(folder, n=5):
+    folder.mkdir(parents=True, exist_ok=True)
+    arrays = {
+        s: np.packbits(RNG.random((n, 784)) < 0.2, axis=1)
+        for s in ("train", "valid", "test")
+    }
+    np.savez(folder / "binarized_mnist.npz", **arrays)
+    return arrays
+
+
+def amat_bytes(bits):
+    """The .amat text of 0/1 rows: values separated by spaces, one row a line."""
+    chars = np.full((len(bits), 2 * 784), ord(" "), np.uint8)
+    chars[:, ::2] = bits + ord("0")
+    chars[:, -1] = ord("\n")
+    return chars.tobytes()
+
+
+def test_search_order_data_dir_then_environment_then_home_cache(isolated, monkeypatch):
+    first = fake_binarized_mnist(isolated / "first", n=3)
+    env = fake_binarized_mnist(isolated / "env", n=4)
+    cache = fake_binarized_mnist(isolated / "xdg" / "tfvae", n=6)
+    monkeypatch.setenv("TFVAE_DATA_DIR", str(isolated / "env"))
+    loaded = data.load("binarized_mnist", "valid", data_dir=isolated / "first")
+    np.testing.assert_array_equal(
+        loaded, np.unpackbits(first["valid"], axis=1)[:, :784]
+    )
+    assert len(data.load("binarized_mnist", "valid")) == len(env["valid"])
+    monkeypatch.delenv("TFVAE_DATA_DIR")
+    assert len(data.load("binarized_mnist", "valid")) == len(cache["valid"])
+    assert data.search_path(isolated / "first")[0] == str(isolated / "first")
+
+
+@pytest.mark.slow
+def test_real_binarized_mnist_matches_its_readme(binarized_mnist):
+    for split, n, mean in (
+        ("train", 50_000, 0.1306),
+        ("valid", 10_000, 0.1311),
+        ("test", 10_000, 0.1325),
+    ):
+        x = data.load("binarized_mnist", split)
+        assert x.shape == (n, 784) and x.dtype == np.float32
+        assert abs(x.mean() - mean) < 1e-4
+        np.testing.assert_array_equal(x, binarized_mnist[split])
+
+
+@pytest.mark.slow
+def test_download_of_binarized_mnist_from_a_local_server(binarized_mnist, isolated):
+    served = isolated / "served"
+    served.mkdir()
+    for split, x in binarized_mnist.items():
+        (served / f"binarized_mnist_{split}.amat").write_bytes(
+            amat_bytes(x.astype(np.uint8))
+        )
+    target = isolated / "target"
+    with http_server(served) as url:
+        loaded = data.load("binarized_mnist", "test", data_dir=target, source=url)
+    np.testing.assert_array_equal(loaded, binarized_mnist["test"])
+    assert os.listdir(target) == ["binarized_mnist.npz"]  # nothing partial left
+    # The cache is the documented format: 784 bits packed into 98 bytes a row.
+    cached = np.load(target / "binarized_mnist.npz")
+    for split, x in binarized_mnist.items():
+        np.testing.assert_array_equal(
+            cached[split], np.packbits(x.astype(np.uint8), axis=1)
+        )
+
+
+def test_a_download_that_fails_verification_leaves_nothing(isolated):
+    served = isolated / "served"
+    served.mkdir()
+    for split in ("train", "valid", "test"):
+        bits = (RNG.random((4, 784)) < 0.2).astype(np.uint8)
+        (served / f"binarized_mnist_{split}.amat").write_bytes(amat_bytes(bits))
+    with http_server(served) as url:
+        with pytest.raises(data.DataNotFoundError, match="failed verification: sha256"):
+            data.load(
+                "binarized_mnist", "test", data_dir=isolated / "target", source=url
+            )
+    assert not (isolated / "target").exists() or os.listdir(isolated / "target") == []
+
+
+class Truncating(http.server.SimpleHTTPRequestHandler):
+    """Announces the whole file, sends a third of it, and hangs up."""
+
+    def do_GET(self):
+        path = self.translate_path(self.path)
+        body = open(path, "rb").read()
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body[: len(body) // 3])
+        self.wfile.flush()
+        self.close_connection = True
+
+
+def test_an_interrupted_download_leaves_nothing(isolated):
+    served = isolated / "served"
+    served.mkdir()
+    (served / "mnist.npz").write_bytes(b"x" * 30_000)
+    with http_server(served, Truncating) as url:
+        with pytest.raises(data.DataNotFoundError) as info:
+            data.load("mnist", data_dir=isolated / "target", source=url)
+    assert "failed" in str(info.value)
+    assert not (isolated / "target").exists() or os.listdir(isolated / "target") == []
+
+
+def test_offline_error_says_where_it_looked_and_what_to_do(isolated):
+    with pytest.raises(data.DataNotFoundError) as info:
+        data.load(
+            "binarized_mnist",
+            "test",
+            data_dir=isolated / "d",
+            source="http://127.0.0.1:1/",
+        )
+    message = str(info.value)
+    assert str(isolated / "d") in message and str(isolated / "xdg" / "tfvae") in message
+    assert "Put binarized_mnist.npz" in message and "TFVAE_DATA_DIR" in message
+    with pytest.raises(data.DataNotFoundError, match="download=False"):
+        data.load("binarized_mnist", "test", download=False)
+
+
+def idx_images(images):
+    header = (2051).to_bytes(4, "big") + len(images).to_bytes(4, "big")
+    header += (28).to_bytes(4, "big") + (28).to_bytes(4, "big")
+    return gzip.compress(header + images.astype(np.uint8).tobytes())
+
+
+def test_fashion_mnist_from_a_file_url(isolated, monkeypatch):
+    served = isolated / "served"
+    served.mkdir()
+    images = {
+        s: RNG.integers(0, 256, (n, 28, 28)) for s, n in (("train", 6), ("test", 3))
+    }
+    digests = {}
+    for split, file in data._SOURCES["fashion_mnist"].files.items():
+        raw = idx_images(images[split])
+        (served / file).write_bytes(raw)
+        digests[split] = ("md5", hashlib.md5(raw).hexdigest())
+    source = dataclasses.replace(data._SOURCES["fashion_mnist"], digests=digests)
+    monkeypatch.setitem(data._SOURCES, "fashion_mnist", source)
+    x = data.load("fashion_mnist", "test", source=served.as_uri())
+    np.testing.assert_allclose(x, images["test"].reshape(3, 784) / 255.0, rtol=1e-6)
+    assert (isolated / "xdg" / "tfvae" / "fashion_mnist.npz").exists()
+    assert data.load("fashion_mnist", "train", download=False).shape == (6, 784)
+
+
+def test_mnist_from_keras_npz_on_a_local_server(isolated, monkeypatch):
+    served = isolated / "served"
+    served.mkdir()
+    x_train, x_test = (
+        RNG.integers(0, 256, (5, 28, 28)),
+        RNG.integers(0, 256, (2, 28, 28)),
+    )
+    np.savez(
+        served / "mnist.npz",
+        x_train=x_train.astype(np.uint8),
+        x_test=x_test.astype(np.uint8),
+    )
+    digest = hashlib.sha256((served / "mnist.npz").read_bytes()).hexdigest()
+    source = dataclasses.replace(
+        data._SOURCES["mnist"], digests={"*": ("sha256", digest)}
+    )
+    monkeypatch.setitem(data._SOURCES, "mnist", source)
+    with http_server(served) as url:
+        x = data.load("mnist", "train", data_dir=isolated / "d", source=url)
+    np.testing.assert_allclose(x, x_train.reshape(5, 784) / 255.0, rtol=1e-6)
+
+
+def test_arrays_and_files(tmp_path):
+    array = RNG.random((8, 3)).astype("float32")
+    np.testing.assert_array_equal(data.load(array), array)
+    np.save(tmp_path / "a.npy", array)
+    np.savez(tmp_path / "splits.npz", train=array, test=array[:2])
+    np.testing.assert_array_equal(data.load(str(tmp_path / "a.npy")), array)
+    assert data.load(str(tmp_path / "splits.npz"), "test").shape == (2, 3)
+    with pytest.raises(ValueError, match="no array for split 'valid'"):
+        data.load(str(tmp_path / "splits.npz"), "valid")
+    with pytest.raises(data.DataNotFoundError, match="No such data file"):
+        data.load(str(tmp_path / "missing.npz"))
+    assert data.load(array, limit=3).shape == (3, 3)
+
+
+def test_digits_splits_are_disjoint_and_scaled():
+    splits = {s: data.load("digits", s) for s in ("train", "valid", "test")}
+    assert [len(x) for x in splits.values()] == [1257, 270, 270]
+    assert all(
+        x.shape[1] == 64 and x.min() >= 0 and x.max() <= 1 for x in splits.values()
+    )
+    rows = {tuple(r) for x in splits.values() for r in x}
+    assert len(rows) > 1700  # few duplicate images; splits drawn without overlap
+
+
+def test_unknown_names_and_splits():
+    with pytest.raises(ValueError, match=r"Valid names: \['binarized_mnist', 'digits'"):
+        data.load("cifar10")
+    with pytest.raises(
+        ValueError, match=r"\('train', 'test'\). Received: split='valid'"
+    ):
+        data.load("mnist", "valid")
+    with pytest.raises(ValueError, match="binarize='static'"):
+        data.load("digits", binarize="static")
+
+
+def test_dataset_batches_shuffles_and_binarizes_each_epoch():
+    x = data.load("digits", "test")
+    batches = list(data.dataset("digits", "test", batch_size=100, shuffle=False))
+    assert [len(b) for b in batches] == [100, 100, 70]
+    np.testing.assert_array_equal(np.concatenate(batches), x)
+    dynamic = data.dataset(
+        "digits", "test", batch_size=300, shuffle=False, binarize="dynamic", seed=3
+    )
+    first, second = (next(iter(dynamic)).numpy() for _ in range(2))
+    assert set(np.unique(first)) <= {0.0, 1.0}
+    assert (first != second).mean() > 0.05  # a new draw every epoch
+    # Each pixel is on with probability equal to its grey level.
+    assert abs(first.mean() - x.mean()) < 0.02
+    again = data.dataset(
+        "digits", "test", batch_size=300, shuffle=False, binarize="dynamic", seed=3
+    )
+    np.testing.assert_array_equal(next(iter(again)).numpy(), first)  # seeded
+    shuffled = [
+        b.numpy() for b in data.dataset("digits", "test", batch_size=270, seed=1)
+    ]
+    assert not np.array_equal(shuffled[0], x)
+    np.testing.assert_array_equal(np.sort(shuffled[0], axis=0), np.sort(x, axis=0))

@@ -1,0 +1,381 @@
+"""Datasets: the binarized MNIST, MNIST, Fashion-MNIST, scikit-learn's digits, arrays.
+
+`load` returns a float32 numpy array of examples, flattened to
+(n, height * width) for the image sets; `dataset` wraps one in a shuffled,
+batched, prefetched `tf.data.Dataset`, with an optional dynamic binarization
+that draws a new Bernoulli binarization of grey levels every epoch.
+
+Where a named dataset is looked for, in order: `data_dir`, `$TFVAE_DATA_DIR`,
+and a cache folder under the user's home (`$XDG_CACHE_HOME/tfvae`, by default
+`~/.cache/tfvae`). On a miss it is downloaded from its canonical public source
+(or `source=`, a mirror with the same file names), verified against known
+digests, converted to the cache format and written atomically into `data_dir`,
+or else into the home cache; a killed download leaves no file that is later
+read as data.
+"""
+
+import dataclasses
+import gzip
+import hashlib
+import http.client
+import os
+import tempfile
+import urllib.error
+import urllib.request
+
+import numpy as np
+import tensorflow as tf
+
+from tfvae import _checks
+
+__all__ = ["DataNotFoundError", "load", "dataset", "names", "search_path"]
+
+
+class DataNotFoundError(FileNotFoundError):
+    """A named dataset is neither on disk nor downloadable."""
+
+
+def _parse_amat(raw):
+    """The text .amat format: one image per line, 784 space-separated 0/1 values."""
+    chars = np.frombuffer(raw, np.uint8)
+    is_bit = (chars == ord("0")) | (chars == ord("1"))
+    is_space = np.isin(chars, np.frombuffer(b" \t\r\n", np.uint8))
+    lines = sum(1 for line in raw.split(b"\n") if line.strip())
+    bits = chars[is_bit] - ord("0")
+    # Single-character values separated by white space: no two digits touch.
+    touching = np.any(is_bit[1:] & is_bit[:-1])
+    if (
+        not lines
+        or not np.all(is_bit | is_space)
+        or touching
+        or bits.size != lines * 784
+    ):
+        raise ValueError("not an .amat file of 784 values 0 or 1 per line")
+    return bits.reshape(lines, 784)
+
+
+def _parse_idx_images(raw):
+    """An IDX3 image file (MNIST format), gzip-compressed."""
+    data = gzip.decompress(raw)
+    if int.from_bytes(data[:4], "big") != 2051:
+        raise ValueError("not an IDX3 image file")
+    count, rows, cols = (int.from_bytes(data[i : i + 4], "big") for i in (4, 8, 12))
+    return np.frombuffer(data, np.uint8, offset=16).reshape(count, rows * cols)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Source:
+    """A named dataset: its splits, canonical files and how to check them."""
+
+    filename: str  # the cache file, an .npz with one key per split
+    splits: tuple
+    base_url: str
+    files: dict  # split -> remote file name ("*" for one file of all splits)
+    digests: dict  # split or file -> (algorithm, hex digest)
+    binary: bool  # whether the cached values are 0/1 bits (else 0..255)
+
+    def arrays_from_download(self, raw_files):
+        """{split: uint8 array} from the downloaded files, verified."""
+        if self.filename == "binarized_mnist.npz":
+            arrays = {}
+            for split, raw in raw_files.items():
+                packed = np.packbits(_parse_amat(raw), axis=1)
+                _verify(f"{split} split", packed.tobytes(), self.digests[split])
+                arrays[split] = packed
+            return arrays
+        for name, raw in raw_files.items():
+            _verify(self.files[name], raw, self.digests[name])
+        if "*" in raw_files:  # Keras' mnist.npz
+            path = _write_temporary(raw_files["*"], suffix=".npz")
+            try:
+                with np.load(path) as data:
+                    return {
+                        s: data[f"x_{s}"].reshape(len(data[f"x_{s}"]), -1)
+                        for s in self.splits
+                    }
+            finally:
+                os.remove(path)
+        return {split: _parse_idx_images(raw) for split, raw in raw_files.items()}
+
+
+_SOURCES = {
+    "binarized_mnist": _Source(
+        filename="binarized_mnist.npz",
+        splits=("train", "valid", "test"),
+        base_url="http://www.cs.toronto.edu/~larocheh/public/datasets/binarized_mnist/",
+        files={s: f"binarized_mnist_{s}.amat" for s in ("train", "valid", "test")},
+        # sha256 of the np.packbits(..., axis=1) bytes of each split, the
+        # content of the cache format of ../shared/data/README.md.
+        digests={
+            "train": (
+                "sha256",
+                "727146c35424b019f3e350e1e69faa05644a0abaf787e3f4e1a9632220a13906",
+            ),
+            "valid": (
+                "sha256",
+                "a256ac44ae26be720fad8616a05ed6ecfd1619930d9a208379bb2a4405df5b6d",
+            ),
+            "test": (
+                "sha256",
+                "9fcd8da6f0fdf09b2ba30fe63a0bb784042a0de82563172530229b983e294ff2",
+            ),
+        },
+        binary=True,
+    ),
+    "mnist": _Source(
+        filename="mnist.npz",
+        splits=("train", "test"),
+        base_url="https://storage.googleapis.com/tensorflow/tf-keras-datasets/",
+        files={"*": "mnist.npz"},
+        digests={
+            "*": (
+                "sha256",
+                "731c5ac602752760c8e48fbffcf8c3b850d9dc2a2aedcf2cc48468fc17b673d1",
+            )
+        },
+        binary=False,
+    ),
+    "fashion_mnist": _Source(
+        filename="fashion_mnist.npz",
+        splits=("train", "test"),
+        base_url="http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",
+        files={
+            "train": "train-images-idx3-ubyte.gz",
+            "test": "t10k-images-idx3-ubyte.gz",
+        },
+        # The MD5 digests published with Fashion-MNIST.
+        digests={
+            "train": ("md5", "8d4fb7e6c68d591d4c3dfef9ec88bf0d"),
+            "test": ("md5", "bef4ecab320f06d8554ea6380940ec79"),
+        },
+        binary=False,
+    ),
+}
+_DIGITS_SPLITS = ("train", "valid", "test")
+
+
+def names():
+    """The names `load` and `dataset` accept (besides arrays and file paths)."""
+    return sorted([*_SOURCES, "digits"])
+
+
+def search_path(data_dir=None):
+    """The folders a named dataset is looked for in, in order."""
+    folders = []
+    if data_dir is not None:
+        folders.append(os.fspath(data_dir))
+    if os.environ.get("TFVAE_DATA_DIR"):
+        folders.append(os.environ["TFVAE_DATA_DIR"])
+    cache_home = os.environ.get("XDG_CACHE_HOME") or os.path.join(
+        os.path.expanduser("~"), ".cache"
+    )
+    folders.append(os.path.join(cache_home, "tfvae"))
+    return folders
+
+
+def _verify(what, raw, digest):
+    algorithm, expected = digest
+    actual = hashlib.new(algorithm, raw).hexdigest()
+    if actual != expected:
+        raise ValueError(
+            f"{what} failed verification: {algorithm} {actual}, expected {expected}"
+        )
+
+
+def _write_temporary(raw, suffix, folder=None):
+    handle, path = tempfile.mkstemp(suffix=suffix, dir=folder)
+    with os.fdopen(handle, "wb") as file:
+        file.write(raw)
+    return path
+
+
+def _fetch(url):
+    with urllib.request.urlopen(url, timeout=60) as response:
+        length = response.headers.get("Content-Length")
+        try:
+            raw = response.read()
+        except http.client.IncompleteRead as error:
+            raise OSError(
+                f"incomplete download: {len(error.partial)} of {length} bytes"
+            ) from None
+    if length is not None and len(raw) != int(length):
+        raise OSError(f"incomplete download: {len(raw)} of {length} bytes")
+    return raw
+
+
+def _download(name, source, folder, base_url):
+    """Downloads, verifies and converts; writes the cache file atomically."""
+    base_url = base_url or source.base_url
+    if not base_url.endswith("/"):
+        base_url += "/"
+    raw_files = {key: _fetch(base_url + file) for key, file in source.files.items()}
+    arrays = source.arrays_from_download(raw_files)
+    os.makedirs(folder, exist_ok=True)
+    handle, partial = tempfile.mkstemp(suffix=".npz.part", dir=folder)
+    try:
+        with os.fdopen(handle, "wb") as file:
+            np.savez(file, **arrays)
+        os.replace(partial, os.path.join(folder, source.filename))
+    finally:
+        if os.path.exists(partial):
+            os.remove(partial)
+
+
+def _cached_arrays(name, data_dir, download, base_url):
+    source = _SOURCES[name]
+    folders = search_path(data_dir)
+    for folder in folders:
+        path = os.path.join(folder, source.filename)
+        if os.path.exists(path):
+            return path, source
+    target = os.fspath(data_dir) if data_dir is not None else folders[-1]
+    url = base_url or source.base_url
+    problem = "downloads are off (download=False)"
+    if download:
+        try:
+            _download(name, source, target, base_url)
+            return os.path.join(target, source.filename), source
+        except (OSError, ValueError, urllib.error.URLError) as error:
+            problem = f"downloading it from {url} failed: {error}"
+    raise DataNotFoundError(
+        f"Dataset {name!r} ({source.filename}) was not found in "
+        f"{', '.join(folders)}; {problem}. Put {source.filename} in one of "
+        "those folders (or set TFVAE_DATA_DIR to its folder, or pass data_dir=)."
+    )
+
+
+def _digits(split):
+    try:
+        from sklearn.datasets import load_digits
+    except ImportError:
+        raise DataNotFoundError(
+            "The 'digits' dataset needs scikit-learn: pip install 'tfvae[digits]'"
+        ) from None
+    images = load_digits().data.astype("float32") / 16.0
+    order = np.random.default_rng(0).permutation(len(images))
+    cut = (int(0.7 * len(images)), int(0.85 * len(images)))
+    parts = dict(zip(_DIGITS_SPLITS, np.split(order, cut), strict=True))
+    return images[np.sort(parts[split])]
+
+
+def _from_file(path, split):
+    if str(path).endswith(".npy"):
+        return np.load(path)
+    with np.load(path) as data:
+        if split in data.files:
+            return data[split]
+        if f"x_{split}" in data.files:
+            return data[f"x_{split}"]
+        if len(data.files) == 1:
+            return data[data.files[0]]
+        raise ValueError(
+            f"{path} has no array for split {split!r}. Arrays in it: {data.files}"
+        )
+
+
+def load(
+    name,
+    split="train",
+    data_dir=None,
+    binarize=None,
+    seed=0,
+    download=True,
+    source=None,
+    limit=None,
+):
+    """Loads a dataset as a float32 numpy array of shape (n, features).
+
+    Args:
+        name: `"binarized_mnist"` (the static binarization of Larochelle &
+            Murray; splits train 50,000 / valid 10,000 / test 10,000),
+            `"mnist"` or `"fashion_mnist"` (grey levels in [0, 1]; splits
+            train / test), `"digits"` (scikit-learn's 8x8 digits in [0, 1],
+            splits train / valid / test of 70 / 15 / 15%, needs the `digits`
+            extra), a path to an `.npz` (one array per split, or a single
+            array) or `.npy` file, or an array.
+        split: which split.
+        data_dir: a folder searched first, and where a download is written.
+        binarize: `None`, or `"dynamic"`: one Bernoulli draw of the grey levels
+            (seeded by `seed`); see `dataset` for a new draw every epoch.
+        seed: seed of the binarization.
+        download: whether a missing named dataset may be downloaded.
+        source: a base URL to download from instead of the canonical source.
+        limit: keep only the first `limit` examples.
+
+    Raises:
+        DataNotFoundError: the dataset is neither on disk nor downloadable;
+            the message lists where it looked and how to provide it.
+        ValueError: an unknown name or split, or bad values.
+    """
+    _checks.one_of(binarize, "binarize", (None, "dynamic"))
+    if isinstance(name, np.ndarray):
+        x = name
+    elif isinstance(name, (str, os.PathLike)) and str(name).endswith((".npz", ".npy")):
+        if not os.path.exists(name):
+            raise DataNotFoundError(f"No such data file: {name}")
+        x = _from_file(name, split)
+    elif name == "digits":
+        _checks.one_of(split, "split", _DIGITS_SPLITS)
+        x = _digits(split)
+    elif name in _SOURCES:
+        _checks.one_of(split, "split", _SOURCES[name].splits)
+        path, src = _cached_arrays(name, data_dir, download, source)
+        with np.load(path) as data:
+            x = data[split] if split in data.files else data[f"x_{split}"]
+        if src.binary:
+            x = np.unpackbits(x, axis=1)[:, :784]
+        else:
+            x = x.reshape(len(x), -1).astype("float32") / 255.0
+    else:
+        raise ValueError(
+            f"Unknown dataset {name!r}. Valid names: {names()}, a path to an "
+            f".npz or .npy file, or an array. Received: name={name!r}"
+        )
+    if limit is not None:
+        x = x[: _checks.positive_int(limit, "limit")]
+    x = np.asarray(x, dtype="float32")
+    if binarize == "dynamic":
+        x = (np.random.default_rng(seed).random(x.shape) < x).astype("float32")
+    return x
+
+
+def dataset(
+    name,
+    split="train",
+    batch_size=100,
+    shuffle=True,
+    binarize=None,
+    seed=None,
+    data_dir=None,
+    limit=None,
+    **load_kwargs,
+):
+    """A batched, prefetched `tf.data.Dataset` of examples (no labels).
+
+    Args:
+        name, split, data_dir, limit: as for `load`.
+        batch_size: examples per batch.
+        shuffle: reshuffle the examples every epoch.
+        binarize: `None`, or `"dynamic"`: every epoch, each grey level p is
+            replaced by a new draw of Bernoulli(p), as in the IWAE and LVAE
+            papers (Burda et al. 2015; Sønderby et al. 2016).
+        seed: seed of the shuffling and binarization (repeatable runs).
+        **load_kwargs: `download`, `source`, as for `load`.
+    """
+    batch_size = _checks.positive_int(batch_size, "batch_size")
+    _checks.one_of(binarize, "binarize", (None, "dynamic"))
+    x = load(name, split, data_dir=data_dir, limit=limit, **load_kwargs)
+    data = tf.data.Dataset.from_tensor_slices(x)
+    if shuffle:
+        data = data.shuffle(len(x), seed=seed, reshuffle_each_iteration=True)
+    data = data.batch(batch_size)
+    if binarize == "dynamic":
+        keys = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True)
+
+        def draw(batch, key):
+            key = tf.stack([key, tf.constant(0, tf.int64)])
+            uniform = tf.random.stateless_uniform(tf.shape(batch), seed=key)
+            return tf.cast(uniform < batch, tf.float32)
+
+        data = tf.data.Dataset.zip((data, keys)).map(draw)
+    return data.prefetch(tf.data.AUTOTUNE)
