@@ -1,23 +1,272 @@
+"""The `tfvae` command, driven in subprocesses on small data."""
+
+import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import time
+
+import numpy as np
+import pytest
+import tensorflow as tf
 
 import tfvae
+from tfvae import cli
+
+SMALL = [
+    "--limit",
+    "400",
+    "--latent-dim",
+    "4",
+    "--hidden-units",
+    "32",
+    "--verbose",
+    "2",
+]
 
 
-def test_version_from_the_console_script():
+def tfvae_command():
     # The script installed beside this interpreter, whether or not its venv is active.
     command = shutil.which("tfvae", path=os.path.dirname(sys.executable))
     assert command, "the tfvae console script is not installed"
-    result = subprocess.run([command, "--version"], capture_output=True, text=True)
-    assert result.returncode == 0, result.stderr
-    assert result.stdout.strip() == f"tfvae {tfvae.__version__}"
+    return command
 
 
-def test_version_from_the_module():
+def run(*args, check=True, timeout=300):
     result = subprocess.run(
-        [sys.executable, "-m", "tfvae.cli", "--version"], capture_output=True, text=True
+        [tfvae_command(), *map(str, args)],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
+        timeout=timeout,
     )
-    assert result.returncode == 0, result.stderr
+    if check:
+        assert result.returncode == 0, result.stderr[-3000:]
+    return result
+
+
+def assert_one_line_error(result, match):
+    assert result.returncode != 0
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert "Traceback" not in result.stderr
+    assert lines and match in lines[-1], result.stderr
+    assert lines[-1].startswith("tfvae")
+
+
+def read_png(path):
+    return tf.io.decode_png(tf.io.read_file(str(path))).numpy()
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, binarized_mnist):
+    out = tmp_path_factory.mktemp("cli") / "run"
+    result = run(
+        "train", "--dataset", "binarized_mnist", "--epochs", "1", "--out", out, *SMALL
+    )
+    assert "4/4" in result.stdout and "elbo:" in result.stdout  # Keras' progress
+    return out
+
+
+def test_version():
+    result = run("--version")
     assert result.stdout.strip() == f"tfvae {tfvae.__version__}"
+
+
+def test_help_from_the_command():
+    assert "usage: tfvae train" in run("train", "--help").stdout
+
+
+@pytest.mark.parametrize(
+    "command", ["train", "evaluate", "sample", "reconstruct", "traverse", "export"]
+)
+def test_every_subcommand_has_help(command, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main([command, "--help"])
+    assert exit_info.value.code == 0
+    assert "usage: tfvae " + command in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_train_writes_model_history_logs_and_checkpoints(trained):
+    assert sorted(os.listdir(trained)) == [
+        "checkpoints",
+        "history.json",
+        "logs",
+        "model.keras",
+        "run.json",
+    ]
+    history = json.loads((trained / "history.json").read_text())
+    assert [row["epoch"] for row in history] == [1]
+    assert {"loss", "elbo", "kl", "val_elbo"} <= set(history[0])
+    assert os.listdir(trained / "checkpoints") == ["epoch-001.keras"]
+    events = [f for _, _, files in os.walk(trained / "logs") for f in files]
+    assert any(f.startswith("events.out.tfevents") for f in events)
+    config = json.loads((trained / "run.json").read_text())
+    assert config["latent_dim"] == 4 and config["limit"] == 400
+
+
+@pytest.mark.slow
+def test_evaluate_prints_a_table_and_json(trained):
+    model = trained / "model.keras"
+    table = run("evaluate", model, "--limit", "50", "--num-samples", "20").stdout
+    for row in ("ELBO", "log-likelihood (K=20)", "NLL", "active units", "KL per layer"):
+        assert row in table
+    result = json.loads(
+        run("evaluate", model, "--limit", "50", "--num-samples", "20", "--json").stdout
+    )
+    assert result["num_examples"] == 50 and result["num_samples"] == 20
+    assert result["log_likelihood"] > result["elbo"] - 3 * result["elbo_stderr"]
+    assert len(result["active_units"]) == 1 and np.isfinite(result["bits_per_dim"])
+
+
+@pytest.mark.slow
+def test_sample_reconstruct_and_traverse_write_pngs(trained, tmp_path):
+    model = trained / "model.keras"
+    run("sample", model, "--num", "12", "--columns", "4", "--out", tmp_path / "s.png")
+    picture = read_png(tmp_path / "s.png")
+    assert picture.shape == (3 * 29 + 1, 4 * 29 + 1, 1)  # 28-pixel images, 1-pixel gaps
+    run(
+        "reconstruct",
+        model,
+        "--num",
+        "6",
+        "--columns",
+        "3",
+        "--limit",
+        "20",
+        "--out",
+        tmp_path / "r.png",
+    )
+    assert read_png(tmp_path / "r.png").shape == (4 * 29 + 1, 3 * 29 + 1, 1)
+    run(
+        "traverse",
+        model,
+        "--steps",
+        "5",
+        "--dims",
+        "1",
+        "2",
+        "--out",
+        tmp_path / "t.png",
+    )
+    assert read_png(tmp_path / "t.png").shape == (5 * 29 + 1, 5 * 29 + 1, 1)
+    again = run("sample", model, "--out", tmp_path / "s.png", check=False)
+    assert_one_line_error(again, "exists; pass --overwrite")
+
+
+@pytest.mark.slow
+def test_export(trained, tmp_path):
+    run("export", trained / "model.keras", tmp_path / "serving", "--version", "2")
+    assert (tmp_path / "serving" / "2" / "saved_model.pb").exists()
+    again = run(
+        "export",
+        trained / "model.keras",
+        tmp_path / "serving",
+        "--version",
+        "2",
+        check=False,
+    )
+    assert_one_line_error(again, "overwrite=True")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("suffix", ["json", "yaml"])
+def test_train_from_a_config_file(tmp_path, suffix, binarized_mnist):
+    config = {
+        "model": "hvae",
+        "latent_dims": "4,2",
+        "hidden_units": "16;8",
+        "dataset": "binarized_mnist",
+        "limit": 300,
+        "epochs": 1,
+        "warmup": 2,
+        "objective": "iwae",
+        "num_samples": 3,
+    }
+    path = tmp_path / f"config.{suffix}"
+    if suffix == "json":
+        path.write_text(json.dumps(config))
+    else:
+        path.write_text("".join(f"{key}: {value}\n" for key, value in config.items()))
+    run("train", "--config", path, "--out", tmp_path / "run", "--verbose", "2")
+    history = json.loads((tmp_path / "run" / "history.json").read_text())
+    assert {"iwae", "kl_1", "kl_2", "kl_weight"} <= set(history[0])
+    saved = json.loads((tmp_path / "run" / "run.json").read_text())
+    assert saved["model"] == "hvae" and saved["warmup"] == 2
+
+
+@pytest.mark.slow
+def test_resume_after_a_kill_reaches_the_same_number_of_epochs(
+    tmp_path, binarized_mnist
+):
+    out = tmp_path / "run"
+    args = [
+        "train",
+        "--dataset",
+        "binarized_mnist",
+        "--epochs",
+        "30",
+        "--out",
+        out,
+        *SMALL,
+    ]
+    process = subprocess.Popen(
+        [tfvae_command(), *map(str, args)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
+    )
+    history = out / "history.json"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and process.poll() is None:
+        if history.exists() and len(json.loads(history.read_text())) >= 1:
+            break
+        time.sleep(0.05)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    done = len(json.loads(history.read_text()))
+    assert 1 <= done < 30, "the run must be killed mid-way"
+    assert not (out / "model.keras").exists()
+
+    result = run("train", "--resume", "--out", out, "--verbose", "2")
+    epochs = [row["epoch"] for row in json.loads(history.read_text())]
+    assert epochs == list(range(1, 31))
+    first = [line for line in result.stdout.splitlines() if line.startswith("Epoch ")][
+        0
+    ]
+    assert first != "Epoch 1/30", "resumed from the last checkpoint, not from scratch"
+    assert (out / "model.keras").exists()
+    again = run("train", "--resume", "--out", out, check=False)
+    assert_one_line_error(again, "already complete")
+
+
+@pytest.mark.parametrize(
+    "args, match",
+    [
+        (["evaluate", "missing.keras"], "no such model file: missing.keras"),
+        (
+            ["train", "--dataset", "cifar10", "--out", "OUT"],
+            "Unknown dataset 'cifar10'",
+        ),
+        (["train", "--epochs", "0", "--out", "OUT"], "argument --epochs: must be >= 1"),
+        (["train", "--epochs", "x", "--out", "OUT"], "argument --epochs"),
+        (["train", "--model", "gan"], "argument --model: invalid choice"),
+        (["train"], "train needs --out FOLDER"),
+        (["train", "--resume", "--out", "OUT"], "nothing to resume"),
+        (["train", "--config", "missing.yaml", "--out", "OUT"], "no such config file"),
+        (["sample", "m.keras", "--num", "-3"], "argument --num"),
+    ],
+)
+def test_errors_print_one_line_without_a_traceback(args, match, tmp_path):
+    args = [str(tmp_path / "OUT") if a == "OUT" else a for a in args]
+    result = subprocess.run(
+        [tfvae_command(), *args],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
+        timeout=300,
+    )
+    assert_one_line_error(result, match)

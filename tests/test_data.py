@@ -223,7 +223,11 @@ def test_arrays_and_files(tmp_path):
         data.load(str(tmp_path / "splits.npz"), "valid")
     with pytest.raises(data.DataNotFoundError, match="No such data file"):
         data.load(str(tmp_path / "missing.npz"))
-    assert data.load(array, limit=3).shape == (3, 3)
+    subset = data.load(array, limit=3, seed=1)
+    assert subset.shape == (3, 3)
+    assert all(any(np.array_equal(row, a) for a in array) for row in subset)
+    np.testing.assert_array_equal(data.load(array, limit=3, seed=1), subset)
+    assert not np.array_equal(data.load(array, limit=3, seed=2), subset)
 
 
 def test_digits_splits_are_disjoint_and_scaled():

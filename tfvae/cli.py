@@ -1,25 +1,514 @@
-"""The `tfvae` command line. Subcommands come with the data and training tools."""
+"""The `tfvae` command line: train, evaluate, sample, reconstruct, traverse, export.
+
+Every subcommand has `--help`. Errors print one line, `tfvae: error: ...`, and
+exit with status 2, without a traceback.
+"""
 
 import argparse
+import json
+import os
+import sys
 
 from tfvae.version import __version__
 
+_MODEL_KEYS = (
+    "model",
+    "latent_dim",
+    "latent_dims",
+    "hidden_units",
+    "activation",
+    "likelihood",
+    "beta",
+    "num_samples",
+    "free_bits",
+    "objective",
+)
+_TRAIN_DEFAULTS = {
+    "model": "vae",
+    "latent_dim": 50,
+    "latent_dims": "100,50",
+    "hidden_units": None,
+    "activation": "tanh",
+    "likelihood": "bernoulli",
+    "beta": 1.0,
+    "num_samples": 1,
+    "free_bits": 0.0,
+    "objective": "elbo",
+    "dataset": "binarized_mnist",
+    "binarize": None,
+    "limit": None,
+    "epochs": 10,
+    "batch_size": 100,
+    "learning_rate": 1e-3,
+    "warmup": 0,
+    "seed": 0,
+}
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+class UsageError(ValueError):
+    """A problem with what the user asked for, reported in one line."""
+
+
+def _positive_int(text):
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+def _non_negative_int(text):
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
+    return value
+
+
+def _positive_float(text):
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be > 0, got {value}")
+    return value
+
 
 def _parser():
-    parser = argparse.ArgumentParser(
-        prog="tfvae",
-        description="Variational autoencoders for TensorFlow and Keras 3.",
-    )
+    parser = _Parser(prog="tfvae", description="Variational autoencoders for Keras 3.")
     parser.add_argument("--version", action="version", version=f"tfvae {__version__}")
+    commands = parser.add_subparsers(dest="command", parser_class=_Parser)
+
+    train = commands.add_parser("train", help="train a VAE or hierarchical VAE")
+    train.add_argument("--config", help="JSON or YAML file of the options below")
+    train.add_argument("--out", help="output folder (must not exist, unless --resume)")
+    train.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the interrupted run in --out from its last epoch",
+    )
+    train.add_argument("--model", choices=["vae", "hvae"])
+    train.add_argument("--latent-dim", type=_positive_int, help="VAE latent size (50)")
+    train.add_argument("--latent-dims", help="hvae latent sizes, z_1 first (100,50)")
+    train.add_argument(
+        "--hidden-units",
+        help="widths, e.g. 200,200; for hvae per layer: 200,200;100,100",
+    )
+    train.add_argument("--activation")
+    train.add_argument(
+        "--likelihood",
+        help="bernoulli, gaussian, gaussian-shared or gaussian-fixed:SIGMA",
+    )
+    train.add_argument("--beta", type=float)
+    train.add_argument("--num-samples", type=_positive_int)
+    train.add_argument("--free-bits", type=float)
+    train.add_argument("--objective", choices=["elbo", "iwae"])
+    train.add_argument(
+        "--dataset", help="binarized_mnist, mnist, fashion_mnist, digits or a file"
+    )
+    train.add_argument("--binarize", choices=["dynamic"])
+    train.add_argument("--limit", type=_positive_int, help="use the first N examples")
+    train.add_argument("--epochs", type=_positive_int)
+    train.add_argument("--batch-size", type=_positive_int)
+    train.add_argument("--learning-rate", type=_positive_float)
+    train.add_argument(
+        "--warmup", type=_non_negative_int, help="KL warm-up epochs (0: none)"
+    )
+    train.add_argument("--seed", type=int)
+    train.add_argument("--verbose", type=int, choices=[0, 1, 2], default=1)
+
+    evaluate = commands.add_parser(
+        "evaluate", help="ELBO, log-likelihood, active units"
+    )
+    evaluate.add_argument("model_path", metavar="MODEL")
+    _data_arguments(evaluate)
+    evaluate.add_argument("--num-samples", type=_positive_int, default=5000)
+    evaluate.add_argument("--seed", type=int, default=0)
+    evaluate.add_argument(
+        "--json", action="store_true", help="print JSON instead of a table"
+    )
+
+    sample = commands.add_parser("sample", help="a PNG grid of samples")
+    sample.add_argument("model_path", metavar="MODEL")
+    sample.add_argument("--num", type=_positive_int, default=64)
+    sample.add_argument("--seed", type=int, default=0)
+    _picture_arguments(sample, "samples.png")
+
+    reconstruct = commands.add_parser(
+        "reconstruct", help="originals above reconstructions"
+    )
+    reconstruct.add_argument("model_path", metavar="MODEL")
+    _data_arguments(reconstruct)
+    reconstruct.add_argument("--num", type=_positive_int, default=16)
+    _picture_arguments(reconstruct, "reconstructions.png")
+
+    traverse = commands.add_parser("traverse", help="a latent traversal grid")
+    traverse.add_argument("model_path", metavar="MODEL")
+    traverse.add_argument(
+        "--dims", type=int, nargs=2, default=[0, 1], metavar=("I", "J")
+    )
+    traverse.add_argument("--steps", type=_positive_int, default=10)
+    traverse.add_argument("--range", type=_positive_float, default=2.5, dest="extent")
+    _picture_arguments(traverse, "traversal.png")
+
+    export = commands.add_parser("export", help="a SavedModel for TF Serving")
+    export.add_argument("model_path", metavar="MODEL")
+    export.add_argument("export_dir", metavar="EXPORT_DIR")
+    export.add_argument("--version", type=_non_negative_int, dest="export_version")
+    export.add_argument("--overwrite", action="store_true")
     return parser
+
+
+def _data_arguments(parser):
+    parser.add_argument("--dataset", default="binarized_mnist")
+    parser.add_argument("--split", default="test")
+    parser.add_argument("--limit", type=_positive_int)
+    parser.add_argument("--binarize", choices=["dynamic"])
+
+
+def _picture_arguments(parser, default):
+    parser.add_argument("--out", default=default)
+    parser.add_argument("--columns", type=_positive_int, default=8)
+    parser.add_argument("--overwrite", action="store_true")
+
+
+# --- train ---------------------------------------------------------------
+
+
+def _read_config(path):
+    if not os.path.exists(path):
+        raise UsageError(f"no such config file: {path}")
+    with open(path) as file:
+        text = file.read()
+    if path.endswith((".yaml", ".yml")):
+        import yaml
+
+        config = yaml.safe_load(text)
+    else:
+        config = json.loads(text)
+    if not isinstance(config, dict):
+        raise UsageError(f"{path} must hold a mapping of options")
+    config = {key.replace("-", "_"): value for key, value in config.items()}
+    unknown = sorted(set(config) - set(_TRAIN_DEFAULTS))
+    if unknown:
+        raise UsageError(
+            f"unknown options in {path}: {unknown}; valid: {sorted(_TRAIN_DEFAULTS)}"
+        )
+    return config
+
+
+def _widths(text):
+    try:
+        return tuple(int(w) for w in str(text).split(",") if w.strip())
+    except ValueError:
+        raise UsageError(
+            f"widths must be integers separated by commas, got {text!r}"
+        ) from None
+
+
+def _likelihood(text):
+    from tfvae import heads
+
+    if text in ("bernoulli", "gaussian"):
+        return text
+    if text == "gaussian-shared":
+        return heads.GaussianHead(scale="shared")
+    if str(text).startswith("gaussian-fixed:"):
+        return heads.GaussianHead(scale=float(text.split(":", 1)[1]))
+    raise UsageError(
+        "--likelihood must be bernoulli, gaussian, gaussian-shared or "
+        f"gaussian-fixed:SIGMA, got {text!r}"
+    )
+
+
+def build_model(config, input_shape):
+    """A compiled-ready model from a run configuration."""
+    import tfvae
+
+    common = dict(
+        input_shape=input_shape,
+        activation=config["activation"],
+        likelihood=_likelihood(config["likelihood"]),
+        beta=config["beta"],
+        num_samples=config["num_samples"],
+        free_bits=config["free_bits"],
+        objective=config["objective"],
+        seed=config["seed"],
+    )
+    if config["model"] == "vae":
+        hidden = (
+            config["hidden_units"] if config["hidden_units"] is not None else "200,200"
+        )
+        return tfvae.VAE(
+            latent_dim=config["latent_dim"], hidden_units=_widths(hidden), **common
+        )
+    hidden = (
+        config["hidden_units"]
+        if config["hidden_units"] is not None
+        else "200,200;100,100"
+    )
+    return tfvae.HierarchicalVAE(
+        latent_dims=_widths(config["latent_dims"]),
+        hidden_units=tuple(_widths(layer) for layer in str(hidden).split(";")),
+        **common,
+    )
+
+
+def _write_json(path, value):
+    partial = f"{path}.part"
+    with open(partial, "w") as file:
+        json.dump(value, file, indent=2)
+    os.replace(partial, path)
+
+
+def _train(args):
+    import keras
+
+    import tfvae
+    from tfvae import data
+
+    if not args.out:
+        raise UsageError("train needs --out FOLDER")
+    run_file = os.path.join(args.out, "run.json")
+    if args.resume:
+        if not os.path.exists(run_file):
+            raise UsageError(f"nothing to resume in {args.out}: no run.json")
+        with open(run_file) as file:
+            config = json.load(file)
+        if os.path.exists(os.path.join(args.out, "model.keras")):
+            raise UsageError(f"the run in {args.out} is already complete (model.keras)")
+    else:
+        if os.path.isdir(args.out) and os.listdir(args.out):
+            raise UsageError(
+                f"{args.out} exists and is not empty; pass --resume to continue "
+                "its run, or choose another --out"
+            )
+        config = dict(_TRAIN_DEFAULTS)
+        if args.config:
+            config.update(_read_config(args.config))
+        for key in _TRAIN_DEFAULTS:
+            value = getattr(args, key, None)
+            if value is not None:
+                config[key] = value
+        os.makedirs(args.out, exist_ok=True)
+    keras.utils.set_random_seed(config["seed"])
+    train = data.dataset(
+        config["dataset"],
+        "train",
+        config["batch_size"],
+        binarize=config["binarize"],
+        seed=config["seed"],
+        limit=config["limit"],
+    )
+    validation = None
+    splits = getattr(data._SOURCES.get(config["dataset"]), "splits", ())
+    if "valid" in splits or config["dataset"] == "digits":
+        validation = data.dataset(
+            config["dataset"],
+            "valid",
+            1000,
+            shuffle=False,
+            binarize=config["binarize"],
+            seed=config["seed"],
+        )
+    input_shape = tuple(train.element_spec.shape[1:])
+    model = build_model(config, input_shape)
+    model.compile(optimizer=keras.optimizers.Adam(config["learning_rate"]))
+    if not args.resume:
+        _write_json(run_file, config)
+
+    history_path = os.path.join(args.out, "history.json")
+
+    class History(keras.callbacks.Callback):
+        """Appends each epoch's metrics to history.json (resumes cleanly)."""
+
+        def on_epoch_begin(self, epoch, logs=None):
+            if not hasattr(self, "started"):
+                self.started = epoch
+                self.rows = []
+                if os.path.exists(history_path):
+                    with open(history_path) as file:
+                        self.rows = [r for r in json.load(file) if r["epoch"] <= epoch]
+
+        def on_epoch_end(self, epoch, logs=None):
+            row = {"epoch": epoch + 1, **{k: float(v) for k, v in (logs or {}).items()}}
+            self.rows.append(row)
+            _write_json(history_path, self.rows)
+
+    checkpoints = os.path.join(args.out, "checkpoints")
+    os.makedirs(checkpoints, exist_ok=True)
+    callbacks = [
+        keras.callbacks.BackupAndRestore(os.path.join(args.out, "backup")),
+        keras.callbacks.ModelCheckpoint(
+            os.path.join(checkpoints, "epoch-{epoch:03d}.keras")
+        ),
+        keras.callbacks.TensorBoard(os.path.join(args.out, "logs")),
+        History(),
+    ]
+    if config["warmup"]:
+        callbacks.insert(0, tfvae.callbacks.KLWarmup(epochs=config["warmup"]))
+    model.fit(
+        train,
+        epochs=config["epochs"],
+        validation_data=validation,
+        callbacks=callbacks,
+        verbose=args.verbose,
+        shuffle=False,  # the dataset reshuffles itself every epoch
+    )
+    model.save(os.path.join(args.out, "model.keras"))
+    print(f"wrote {os.path.join(args.out, 'model.keras')}")
+    return 0
+
+
+# --- evaluate, pictures, export -----------------------------------------------
+
+
+def _load_model(path):
+    import keras
+
+    import tfvae  # noqa: F401  (registers the classes)
+
+    if not os.path.exists(path):
+        raise UsageError(f"no such model file: {path}")
+    return keras.models.load_model(path)
+
+
+def _load_data(args, model):
+    from tfvae import data
+
+    x = data.load(args.dataset, args.split, binarize=args.binarize, limit=args.limit)
+    if x.shape[1:] != model.input_shape:
+        raise UsageError(
+            f"dataset {args.dataset!r} has examples of shape {x.shape[1:]}, the "
+            f"model expects {model.input_shape}"
+        )
+    return x
+
+
+def _evaluate(args):
+    import tfvae
+
+    model = _load_model(args.model_path)
+    x = _load_data(args, model)
+    result = tfvae.evaluate_log_likelihood(
+        model, x, num_samples=args.num_samples, seed=args.seed, verbose=0
+    )
+    result["bits_per_dim"] = float(
+        tfvae.bits_per_dim(result["log_likelihood"], model.input_shape)
+    )
+    result["active_units"] = tfvae.diagnostics.active_units(model, x)["active_units"]
+    result["kl_per_layer"] = [
+        float(k.sum()) for k in tfvae.diagnostics.kl_per_dimension(model, x)
+    ]
+    result.update(dataset=str(args.dataset), split=args.split)
+    if args.json:
+        print(json.dumps(result, indent=2))
+        return 0
+    rows = [
+        ("examples", f"{result['num_examples']} ({args.dataset}, {args.split})"),
+        ("ELBO", f"{result['elbo']:.2f} +- {result['elbo_stderr']:.2f} nats"),
+        (
+            f"log-likelihood (K={args.num_samples})",
+            f"{result['log_likelihood']:.2f} +- "
+            f"{result['log_likelihood_stderr']:.2f} nats",
+        ),
+        ("NLL", f"{result['nll']:.2f} nats ({result['bits_per_dim']:.4f} bits/dim)"),
+        ("active units", ", ".join(map(str, result["active_units"]))),
+        ("KL per layer", ", ".join(f"{k:.2f}" for k in result["kl_per_layer"])),
+    ]
+    width = max(len(name) for name, _ in rows)
+    for name, value in rows:
+        print(f"{name:<{width}}  {value}")
+    return 0
+
+
+def _write_picture(args, images, model):
+    from tfvae import _images
+
+    if os.path.exists(args.out) and not args.overwrite:
+        raise UsageError(f"{args.out} exists; pass --overwrite to replace it")
+    picture = _images.grid(images, model.input_shape, args.columns)
+    _images.write_png(picture, args.out)
+    print(f"wrote {args.out} ({picture.shape[1]}x{picture.shape[0]})")
+    return 0
+
+
+def _sample(args):
+    model = _load_model(args.model_path)
+    return _write_picture(args, model.sample(args.num, seed=args.seed).numpy(), model)
+
+
+def _reconstruct(args):
+    import numpy as np
+
+    model = _load_model(args.model_path)
+    x = _load_data(args, model)[: args.num]
+    recon = model.reconstruct(x).numpy()
+    rows = []
+    for start in range(0, len(x), args.columns):  # a row of originals, then theirs
+        rows += [x[start : start + args.columns], recon[start : start + args.columns]]
+    return _write_picture(args, np.concatenate(rows), model)
+
+
+def _traverse(args):
+    import numpy as np
+
+    model = _load_model(args.model_path)
+    dim = model._noise_dims[0]
+    i, j = args.dims
+    if not (0 <= i < dim and 0 <= j < dim and i != j):
+        raise UsageError(
+            f"--dims must be two different latent dimensions in [0, {dim})"
+        )
+    values = np.linspace(-args.extent, args.extent, args.steps)
+    z = np.zeros((args.steps * args.steps, dim), np.float32)
+    z[:, i] = np.repeat(values[::-1], args.steps)  # rows: dimension i, top to bottom
+    z[:, j] = np.tile(values, args.steps)  # columns: dimension j
+    args.columns = args.steps
+    return _write_picture(args, model.decode(z).mean().numpy(), model)
+
+
+def _export(args):
+    import tfvae
+
+    model = _load_model(args.model_path)
+    path = tfvae.export_saved_model(
+        model, args.export_dir, version=args.export_version, overwrite=args.overwrite
+    )
+    print(f"wrote {path}")
+    return 0
+
+
+_COMMANDS = {
+    "train": _train,
+    "evaluate": _evaluate,
+    "sample": _sample,
+    "reconstruct": _reconstruct,
+    "traverse": _traverse,
+    "export": _export,
+}
 
 
 def main(argv=None):
     """Entry point of the `tfvae` console script. Returns the exit status."""
     parser = _parser()
-    parser.parse_args(argv)
-    parser.print_help()
-    return 0
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 0
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    try:
+        return _COMMANDS[args.command](args)
+    except KeyboardInterrupt:
+        print("tfvae: interrupted", file=sys.stderr)
+        return 130
+    except Exception as error:  # one line, no traceback
+        message = (
+            str(error).strip().splitlines()[0] if str(error).strip() else repr(error)
+        )
+        print(f"tfvae {args.command}: error: {message}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

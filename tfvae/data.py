@@ -297,10 +297,12 @@ def load(
         data_dir: a folder searched first, and where a download is written.
         binarize: `None`, or `"dynamic"`: one Bernoulli draw of the grey levels
             (seeded by `seed`); see `dataset` for a new draw every epoch.
-        seed: seed of the binarization.
+        seed: seed of the binarization and of the `limit` subset.
         download: whether a missing named dataset may be downloaded.
         source: a base URL to download from instead of the canonical source.
-        limit: keep only the first `limit` examples.
+        limit: keep a random subset of `limit` examples (seeded by `seed`,
+            in their original order): a representative sample, also of the
+            binarized MNIST test split, which is sorted by digit class.
 
     Raises:
         DataNotFoundError: the dataset is neither on disk nor downloadable;
@@ -331,8 +333,9 @@ def load(
             f"Unknown dataset {name!r}. Valid names: {names()}, a path to an "
             f".npz or .npy file, or an array. Received: name={name!r}"
         )
-    if limit is not None:
-        x = x[: _checks.positive_int(limit, "limit")]
+    if limit is not None and _checks.positive_int(limit, "limit") < len(x):
+        rows = np.random.default_rng(seed).choice(len(x), limit, replace=False)
+        x = x[np.sort(rows)]
     x = np.asarray(x, dtype="float32")
     if binarize == "dynamic":
         x = (np.random.default_rng(seed).random(x.shape) < x).astype("float32")

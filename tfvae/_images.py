@@ -1,0 +1,48 @@
+"""Image grids for the command line, encoded as PNG with TensorFlow."""
+
+import math
+
+import numpy as np
+import tensorflow as tf
+
+
+def image_shape(input_shape):
+    """(height, width, channels) for data of `input_shape`, or a ValueError."""
+    if len(input_shape) == 1:
+        side = math.isqrt(input_shape[0])
+        if side * side == input_shape[0]:
+            return side, side, 1
+    elif len(input_shape) == 2:
+        return (*input_shape, 1)
+    elif len(input_shape) == 3 and input_shape[-1] in (1, 3):
+        return tuple(input_shape)
+    raise ValueError(
+        "Cannot draw examples of shape "
+        f"{tuple(input_shape)} as images: expected a square number of pixels, "
+        "(height, width) or (height, width, 1 or 3)."
+    )
+
+
+def grid(images, input_shape, columns, padding=1):
+    """A uint8 (H, W, C) picture of `images` (values in [0, 1]) in rows."""
+    height, width, channels = image_shape(input_shape)
+    images = np.clip(np.asarray(images, np.float32), 0.0, 1.0)
+    images = images.reshape(len(images), height, width, channels)
+    rows = -(-len(images) // columns)
+    picture = np.ones(
+        (
+            rows * (height + padding) + padding,
+            columns * (width + padding) + padding,
+            channels,
+        ),
+        np.float32,
+    )
+    for i, image in enumerate(images):
+        top = padding + (i // columns) * (height + padding)
+        left = padding + (i % columns) * (width + padding)
+        picture[top : top + height, left : left + width] = image
+    return (picture * 255).round().astype(np.uint8)
+
+
+def write_png(picture, path):
+    tf.io.write_file(str(path), tf.io.encode_png(picture))
