@@ -21,7 +21,8 @@ def _readme_block(heading):
 
 def test_quickstart_is_the_example_script():
     assert (
-        _readme_block("Quickstart") == (ROOT / "examples" / "quickstart.py").read_text()
+        _readme_block("Python quickstart")
+        == (ROOT / "examples" / "quickstart.py").read_text()
     )
 
 
@@ -74,3 +75,32 @@ def test_serving_example_prints_what_the_readme_shows(tmp_path):
     for line in printed:
         if line.startswith("$ curl"):
             assert line in readme
+
+
+@pytest.mark.slow
+def test_first_readme_command_runs_as_written(binarized_mnist, tmp_path):
+    """The tfvae steps of the README's first command, in a fresh folder."""
+    text = (ROOT / "README.md").read_text()
+    command = re.search(r"```bash\n(.*?)\n```", text, re.S).group(1)
+    steps = [step.strip() for step in command.split("&&")]
+    assert steps[2] == "pip install ." and steps[3].startswith("export TFVAE_DATA_DIR=")
+    tfvae_steps = [step for step in steps if step.startswith("tfvae ")]
+    assert [step.split()[1] for step in tfvae_steps] == ["train", "evaluate", "sample"]
+    tfvae_command = os.path.join(os.path.dirname(sys.executable), "tfvae")
+    printed = {}
+    for step in tfvae_steps:
+        result = subprocess.run(
+            [tfvae_command, *step.split()[1:]],
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
+            timeout=900,
+        )
+        assert result.returncode == 0, (step, result.stderr[-3000:])
+        printed[step.split()[1]] = result.stdout
+    assert (tmp_path / "runs" / "quickstart" / "model.keras").exists()
+    assert (tmp_path / "samples.png").exists()
+    # Ten epochs: an NLL near the README's 107 nats (untrained: 543).
+    nll = float(re.search(r"NLL\s+([\d.]+) nats", printed["evaluate"]).group(1))
+    assert 95 < nll < 120, nll
