@@ -204,6 +204,7 @@ def test_existing_exports_are_never_overwritten_silently(tmp_path):
     path = tfvae.export_saved_model(model, tmp_path / "base", version=3)
     assert path == str(tmp_path / "base" / "3")
     assert os.path.exists(os.path.join(path, "saved_model.pb"))
+    assert os.stat(path).st_mode & 0o777 == 0o755  # readable by a model server
     marker = os.path.join(path, "marker")
     open(marker, "w").close()
     with pytest.raises(FileExistsError, match="overwrite=True"):

@@ -78,10 +78,11 @@ def test_serving_example_prints_what_the_readme_shows(tmp_path):
 
 
 @pytest.mark.slow
-def test_first_readme_command_runs_as_written(binarized_mnist, tmp_path):
+def test_readme_training_quickstart_runs_as_written(binarized_mnist, tmp_path):
     """The tfvae steps of the README's first command, in a fresh folder."""
     text = (ROOT / "README.md").read_text()
-    command = re.search(r"```bash\n(.*?)\n```", text, re.S).group(1)
+    blocks = re.findall(r"```bash\n(.*?)\n```", text, re.S)
+    command = next(block for block in blocks if "tfvae train" in block)
     steps = [step.strip() for step in command.split("&&")]
     assert steps[2] == "pip install ." and steps[3].startswith("export TFVAE_DATA_DIR=")
     tfvae_steps = [step for step in steps if step.startswith("tfvae ")]
@@ -104,3 +105,28 @@ def test_first_readme_command_runs_as_written(binarized_mnist, tmp_path):
     # Ten epochs: an NLL near the README's 107 nats (untrained: 543).
     nll = float(re.search(r"NLL\s+([\d.]+) nats", printed["evaluate"]).group(1))
     assert 95 < nll < 120, nll
+
+
+def test_first_readme_command_is_the_offline_preset_job(tmp_path):
+    text = (ROOT / "README.md").read_text()
+    first = re.search(r"```bash\n(.*?)\n```", text, re.S).group(1)
+    steps = [step.strip() for step in first.split("&&")]
+    assert steps[:3] == [
+        "python3 -m venv .venv",
+        ". .venv/bin/activate",
+        "pip install .",
+    ]
+    assert steps[3].startswith("tfvae sample ") and len(steps) == 4
+    env = {k: v for k, v in os.environ.items() if k != "TFVAE_DATA_DIR"}
+    env.update(XDG_CACHE_HOME=str(tmp_path / "empty"), TF_CPP_MIN_LOG_LEVEL="3")
+    tfvae_command = os.path.join(os.path.dirname(sys.executable), "tfvae")
+    result = subprocess.run(
+        [tfvae_command, *steps[3].split()[1:]],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert (tmp_path / "samples.png").exists()

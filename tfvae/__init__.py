@@ -3,7 +3,7 @@
 The public API is what this module re-exports.
 """
 
-from tfvae import callbacks, diagnostics, heads
+from tfvae import callbacks, data, diagnostics, heads, zoo
 from tfvae.estimators import bits_per_dim, evaluate_log_likelihood
 from tfvae.export import export_saved_model
 from tfvae.hvae import HierarchicalVAE
@@ -15,9 +15,11 @@ __all__ = [
     "HierarchicalVAE",
     "bits_per_dim",
     "callbacks",
+    "data",
     "diagnostics",
     "evaluate_log_likelihood",
     "export_saved_model",
     "heads",
+    "zoo",
     "__version__",
 ]

@@ -7,7 +7,9 @@ exit with status 2, without a traceback.
 import argparse
 import json
 import os
+import platform
 import sys
+import time
 
 from tfvae.version import __version__
 
@@ -151,6 +153,34 @@ def _parser():
     traverse.add_argument("--steps", type=_positive_int, default=10)
     traverse.add_argument("--range", type=_positive_float, default=2.5, dest="extent")
     _picture_arguments(traverse, "traversal.png")
+
+    zoo = commands.add_parser(
+        "zoo", help="pretrained presets: list, info, verify, publish"
+    )
+    zoo_commands = zoo.add_subparsers(
+        dest="zoo_command", parser_class=_Parser, required=True
+    )
+    zoo_commands.add_parser("list", help="the preset names")
+    zoo_info = zoo_commands.add_parser("info", help="a preset's metadata (JSON)")
+    zoo_info.add_argument("name", metavar="NAME")
+    verify = zoo_commands.add_parser(
+        "verify", help="recompute a preset's test numbers against its card"
+    )
+    verify.add_argument("name", metavar="NAME")
+    verify.add_argument("--num-samples", type=_positive_int, default=5000)
+    verify.add_argument(
+        "--subset", type=_positive_int, help="a random subset of N test images"
+    )
+    verify.add_argument("--seed", type=int, default=0)
+    publish = zoo_commands.add_parser(
+        "publish", help="evaluate a finished training run and write a preset folder"
+    )
+    publish.add_argument("run_dir", metavar="RUN_DIR")
+    publish.add_argument("folder", metavar="PRESET_FOLDER")
+    publish.add_argument("--recipe", help="the recipe file the run was trained from")
+    publish.add_argument("--description", default="")
+    publish.add_argument("--num-samples", type=_positive_int, default=5000)
+    publish.add_argument("--overwrite", action="store_true")
 
     export = commands.add_parser("export", help="a SavedModel for TF Serving")
     export.add_argument("model_path", metavar="MODEL")
@@ -324,6 +354,7 @@ def _train(args):
         """Appends each epoch's metrics to history.json (resumes cleanly)."""
 
         def on_epoch_begin(self, epoch, logs=None):
+            self.epoch_start = time.perf_counter()
             if not hasattr(self, "started"):
                 self.started = epoch
                 self.rows = []
@@ -333,6 +364,7 @@ def _train(args):
 
         def on_epoch_end(self, epoch, logs=None):
             row = {"epoch": epoch + 1, **{k: float(v) for k, v in (logs or {}).items()}}
+            row["seconds"] = time.perf_counter() - self.epoch_start
             self.rows.append(row)
             _write_json(history_path, self.rows)
 
@@ -365,13 +397,16 @@ def _train(args):
 
 
 def _load_model(path):
+    """A model from a .keras file or a preset name."""
     import keras
 
-    import tfvae  # noqa: F401  (registers the classes)
+    from tfvae import zoo
 
-    if not os.path.exists(path):
-        raise UsageError(f"no such model file: {path}")
-    return keras.models.load_model(path)
+    if os.path.exists(path):
+        return keras.models.load_model(path)
+    if path in zoo.list():
+        return zoo.load(path)
+    raise UsageError(f"no such model file or preset: {path} (presets: {zoo.list()})")
 
 
 def _load_data(args, model):
@@ -480,6 +515,98 @@ def _export(args):
     return 0
 
 
+def _zoo(args):
+    from tfvae import zoo
+
+    if args.zoo_command == "list":
+        for name in zoo.list():
+            print(name)
+        return 0
+    if args.zoo_command == "info":
+        print(json.dumps(zoo.info(args.name), indent=2))
+        return 0
+    if args.zoo_command == "verify":
+        recorded, measured = zoo.verify(
+            args.name, num_samples=args.num_samples, subset=args.subset, seed=args.seed
+        )
+        print(
+            f"{args.name}: test split, {measured['num_examples']} examples, "
+            f"K = {args.num_samples}"
+        )
+        print(f"{'metric':<20} {'recorded':>10} {'measured':>10} {'stderr':>8}")
+        for key, error in (
+            ("elbo", "elbo_stderr"),
+            ("log_likelihood", "log_likelihood_stderr"),
+        ):
+            print(
+                f"{key:<20} {recorded.get(key, float('nan')):>10.2f} "
+                f"{measured[key]:>10.2f} {measured[error]:>8.2f}"
+            )
+        return 0
+    return _publish(args)
+
+
+def _publish(args):
+    import keras
+
+    import tfvae
+    from tfvae import data, zoo
+
+    model_path = os.path.join(args.run_dir, "model.keras")
+    if not os.path.exists(model_path):
+        raise UsageError(f"no finished run in {args.run_dir}: no model.keras")
+    with open(os.path.join(args.run_dir, "run.json")) as file:
+        config = json.load(file)
+    with open(os.path.join(args.run_dir, "history.json")) as file:
+        history = json.load(file)
+    model = keras.models.load_model(model_path)
+    x = data.load(config["dataset"], "test")
+    measured = tfvae.evaluate_log_likelihood(
+        model, x, num_samples=args.num_samples, seed=0
+    )
+    layers = tfvae.diagnostics.kl_per_dimension(model, x)
+    metrics = {
+        "elbo": round(measured["elbo"], 3),
+        "elbo_stderr": round(measured["elbo_stderr"], 3),
+        "log_likelihood": round(measured["log_likelihood"], 3),
+        "log_likelihood_stderr": round(measured["log_likelihood_stderr"], 3),
+        "nll": round(measured["nll"], 3),
+        "num_samples": args.num_samples,
+        "num_examples": measured["num_examples"],
+        "active_units": tfvae.diagnostics.active_units(model, x)["active_units"],
+        "kl_per_layer": [round(float(k.sum()), 3) for k in layers],
+    }
+    name = os.path.basename(os.path.abspath(args.folder))
+    recipe = f"zoo/{name}/recipe.yaml" if args.recipe else "run.json"
+    metadata = {
+        "name": name,
+        "description": args.description,
+        "data": {"name": config["dataset"], "binarize": config["binarize"]},
+        "dataset": f"{config['dataset']} (train split; test split for the metrics)",
+        "preprocessing": "binarize=" + str(config["binarize"]),
+        "objective": config["objective"],
+        "recipe": config,
+        "training_command": f"tfvae train --config {recipe} --out runs/{name}",
+        "training_time": f"{sum(r.get('seconds', 0) for r in history) / 60:.1f} min",
+        "epochs": len(history),
+        "hardware": f"{platform.machine()}, {os.cpu_count()} CPUs, no GPU",
+        "metrics": metrics,
+        "evaluation_command": (
+            f"tfvae zoo verify {name} --num-samples {args.num_samples}"
+        ),
+    }
+    extra = {"recipe.yaml": args.recipe} if args.recipe else None
+    zoo.save_preset(
+        model, args.folder, metadata, overwrite=args.overwrite, extra_files=extra
+    )
+    print(json.dumps(metrics, indent=2))
+    print(
+        f"wrote {args.folder}; register its sha256 in tfvae/zoo.py: {name!r}: "
+        f"{zoo.info(args.folder)['sha256']!r}"
+    )
+    return 0
+
+
 _COMMANDS = {
     "train": _train,
     "evaluate": _evaluate,
@@ -487,6 +614,7 @@ _COMMANDS = {
     "reconstruct": _reconstruct,
     "traverse": _traverse,
     "export": _export,
+    "zoo": _zoo,
 }
 
 

@@ -176,6 +176,8 @@ def export_saved_model(model, export_dir, version=None, overwrite=False):
         archive.write_out(staging, verbose=False)
         if os.path.isdir(target):
             shutil.rmtree(target)
+        # mkdtemp makes the folder private; a model server may run as another user.
+        os.chmod(staging, 0o755)
         os.replace(staging, target)
     finally:
         if os.path.isdir(staging):
