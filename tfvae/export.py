@@ -15,13 +15,11 @@ no TensorFlow Probability, no Keras objects. Its signatures, inputs -> outputs
 
 import math
 import os
-import shutil
-import tempfile
 
 import keras
 import tensorflow as tf
 
-from tfvae import _checks, estimators, heads
+from tfvae import _checks, _files, estimators, heads
 from tfvae._model import LatentVariableModel
 from tfvae.hvae import HierarchicalVAE
 
@@ -169,17 +167,6 @@ def export_saved_model(model, export_dir, version=None, overwrite=False):
     archive.track(model)
     for name, function, signature in _endpoints(model):
         archive.add_endpoint(name, tf.function(function), input_signature=signature)
-    parent = os.path.dirname(os.path.abspath(target))
-    os.makedirs(parent, exist_ok=True)
-    staging = tempfile.mkdtemp(prefix=".tfvae-export-", dir=parent)
-    try:
+    with _files.staged_folder(target, prefix=".tfvae-export-") as staging:
         archive.write_out(staging, verbose=False)
-        if os.path.isdir(target):
-            shutil.rmtree(target)
-        # mkdtemp makes the folder private; a model server may run as another user.
-        os.chmod(staging, 0o755)
-        os.replace(staging, target)
-    finally:
-        if os.path.isdir(staging):
-            shutil.rmtree(staging)
     return target

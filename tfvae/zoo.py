@@ -16,12 +16,11 @@ import json
 import math
 import os
 import shutil
-import tempfile
 import urllib.request
 
 import keras
 
-from tfvae import _checks
+from tfvae import _checks, _files
 from tfvae.version import __version__
 
 __all__ = ["list", "info", "load", "save_preset", "PresetError"]
@@ -90,9 +89,7 @@ def _download_preset(url, sha256, cache_dir):
     target = os.path.join(cache_dir, sha256)
     if os.path.isdir(target):
         return target
-    os.makedirs(cache_dir, exist_ok=True)
-    staging = tempfile.mkdtemp(prefix=".download-", dir=cache_dir)
-    try:
+    with _files.staged_folder(target, prefix=".download-") as staging:
         for file in ("config.json", "model.weights.h5", "metadata.json"):
             with urllib.request.urlopen(base + file, timeout=60) as response:
                 with open(os.path.join(staging, file), "wb") as out:
@@ -103,11 +100,6 @@ def _download_preset(url, sha256, cache_dir):
                 f"The weights at {base} have sha256 {actual}, expected {sha256}; "
                 "nothing was loaded."
             )
-        os.chmod(staging, 0o755)
-        os.replace(staging, target)
-    finally:
-        if os.path.isdir(staging):
-            shutil.rmtree(staging)
     return target
 
 
@@ -219,10 +211,7 @@ def save_preset(
             f"The preset folder {folder!r} exists and is not empty; "
             "pass overwrite=True."
         )
-    staging = tempfile.mkdtemp(
-        prefix=".preset-", dir=os.path.dirname(os.path.abspath(folder))
-    )
-    try:
+    with _files.staged_folder(folder, prefix=".preset-") as staging:
         with open(os.path.join(staging, "config.json"), "w") as file:
             json.dump(keras.saving.serialize_keras_object(model), file, indent=2)
         weights = os.path.join(staging, "model.weights.h5")
@@ -251,13 +240,6 @@ def save_preset(
             file.write(_card(meta))
         for name, source in (extra_files or {}).items():
             shutil.copyfile(source, os.path.join(staging, name))
-        if os.path.isdir(folder):
-            shutil.rmtree(folder)
-        os.chmod(staging, 0o755)  # mkdtemp makes it private to its owner
-        os.replace(staging, folder)
-    finally:
-        if os.path.isdir(staging):
-            shutil.rmtree(staging)
     return meta
 
 
