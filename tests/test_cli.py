@@ -245,7 +245,7 @@ def test_resume_after_a_kill_reaches_the_same_number_of_epochs(
 @pytest.mark.parametrize(
     "args, match",
     [
-        (["evaluate", "missing.keras"], "no such model file: missing.keras"),
+        (["evaluate", "missing.keras"], "no such model file or preset: missing.keras"),
         (
             ["train", "--dataset", "cifar10", "--out", "OUT"],
             "Unknown dataset 'cifar10'",
