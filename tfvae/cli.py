@@ -13,18 +13,6 @@ import time
 
 from tfvae.version import __version__
 
-_MODEL_KEYS = (
-    "model",
-    "latent_dim",
-    "latent_dims",
-    "hidden_units",
-    "activation",
-    "likelihood",
-    "beta",
-    "num_samples",
-    "free_bits",
-    "objective",
-)
 _TRAIN_DEFAULTS = {
     "model": "vae",
     "latent_dim": 50,

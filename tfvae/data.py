@@ -18,6 +18,7 @@ import dataclasses
 import gzip
 import hashlib
 import http.client
+import io
 import os
 import tempfile
 import urllib.error
@@ -86,15 +87,11 @@ class _Source:
         for name, raw in raw_files.items():
             _verify(self.files[name], raw, self.digests[name])
         if "*" in raw_files:  # Keras' mnist.npz
-            path = _write_temporary(raw_files["*"], suffix=".npz")
-            try:
-                with np.load(path) as data:
-                    return {
-                        s: data[f"x_{s}"].reshape(len(data[f"x_{s}"]), -1)
-                        for s in self.splits
-                    }
-            finally:
-                os.remove(path)
+            with np.load(io.BytesIO(raw_files["*"])) as data:
+                return {
+                    s: data[f"x_{s}"].reshape(len(data[f"x_{s}"]), -1)
+                    for s in self.splits
+                }
         return {split: _parse_idx_images(raw) for split, raw in raw_files.items()}
 
 
@@ -180,13 +177,6 @@ def _verify(what, raw, digest):
         raise ValueError(
             f"{what} failed verification: {algorithm} {actual}, expected {expected}"
         )
-
-
-def _write_temporary(raw, suffix, folder=None):
-    handle, path = tempfile.mkstemp(suffix=suffix, dir=folder)
-    with os.fdopen(handle, "wb") as file:
-        file.write(raw)
-    return path
 
 
 def _fetch(url):

@@ -63,14 +63,24 @@ def counter_normal(seed, example_index, first_sample, num_samples, dim):
     return noise[..., :dim]
 
 
+def log_weights(model, x, example_index, first_sample, seed, num_samples):
+    """log p(x, z) - log q(z|x) of samples first .. first + num_samples - 1.
+
+    The noise is `counter_normal` keyed by (seed, example_index, sample);
+    returns a (num_samples, batch) tensor. Both the estimator and the exported
+    `log_likelihood` signature go through here, so they draw the same samples.
+    """
+    noise = counter_normal(
+        seed, example_index, first_sample, num_samples, sum(model._noise_dims)
+    )
+    return model._log_weights(x, model._split_noise(noise))
+
+
 def _chunk_function(model):
     """A compiled (x, example_index, first, seed) -> (logsumexp, sum) of log w."""
 
     def chunk(x, example_index, first_sample, seed, num_samples):
-        noise = counter_normal(
-            seed, example_index, first_sample, num_samples, sum(model._noise_dims)
-        )
-        log_w = model._log_weights(x, model._split_noise(noise))
+        log_w = log_weights(model, x, example_index, first_sample, seed, num_samples)
         return tf.reduce_logsumexp(log_w, axis=0), tf.reduce_sum(log_w, axis=0)
 
     return tf.function(chunk, reduce_retracing=True)

@@ -39,10 +39,7 @@ def _log_likelihood_in_graph(model, x, num_samples, seed=0):
 
     def body(i, total):
         first = i * chunk
-        noise = estimators.counter_normal(
-            seed, index, first, chunk, sum(model._noise_dims)
-        )
-        log_w = model._log_weights(x, model._split_noise(noise))
+        log_w = estimators.log_weights(model, x, index, first, seed, chunk)
         valid = (first + tf.range(chunk)) < num_samples
         log_w = tf.where(valid[:, None], log_w, -math.inf)
         part = tf.reduce_logsumexp(log_w, axis=0)
