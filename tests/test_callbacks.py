@@ -1,3 +1,5 @@
+import json
+
 import keras
 import numpy as np
 import pytest
@@ -88,3 +90,167 @@ def test_kl_weight_is_saved_with_the_model(tmp_path):
 def test_kl_warmup_rejects_bad_epochs(epochs):
     with pytest.raises(ValueError, match=f"epochs={epochs}"):
         tfvae.callbacks.KLWarmup(epochs=epochs)
+
+
+class Snapshot(keras.callbacks.Callback):
+    """Records the weights and optimizer state at the end of chosen epochs."""
+
+    def __init__(self, epochs=()):
+        super().__init__()
+        self.epochs = set(epochs)
+        self.states = {}
+
+    def state(self):
+        return [v.numpy().copy() for v in self.model.weights] + [
+            v.numpy().copy() for v in self.model.optimizer.variables
+        ]
+
+    def on_train_begin(self, logs=None):
+        self.states["begin"] = self.state()
+
+    def on_epoch_end(self, epoch, logs=None):
+        if epoch + 1 in self.epochs:
+            self.states[epoch + 1] = self.state()
+
+
+@pytest.mark.parametrize("model_class", [tfvae.VAE, tfvae.HierarchicalVAE])
+def test_backup_resumes_after_a_crash_while_saving(model_class, tmp_path):
+    """A save cut short (a kill mid-write) leaves the last complete backup."""
+
+    def build():
+        keras.utils.set_random_seed(1)
+        if model_class is tfvae.VAE:
+            model = tfvae.VAE(input_shape=(12,), latent_dim=2, hidden_units=(8,))
+        else:
+            model = tfvae.HierarchicalVAE(
+                input_shape=(12,), latent_dims=(3, 2), hidden_units=((8,), (4,))
+            )
+        model.compile(optimizer="adam")
+        return model
+
+    backup_dir = tmp_path / "backup"
+    model = build()
+    save_weights = model.save_weights
+    calls = []
+
+    def crash_on_third_save(filepath, *args, **kwargs):
+        calls.append(filepath)
+        if len(calls) == 3:
+            with open(filepath, "wb") as file:
+                file.write(b"\x89HDF\r\n")  # a truncated file, as a kill leaves
+            raise KeyboardInterrupt("killed while saving")
+        save_weights(filepath, *args, **kwargs)
+
+    model.save_weights = crash_on_third_save
+    first = Snapshot(epochs=[2])
+    with pytest.raises(KeyboardInterrupt):
+        model.fit(
+            X_BIN,
+            batch_size=100,
+            epochs=5,
+            callbacks=[first, tfvae.callbacks.BackupAndRestore(str(backup_dir))],
+            verbose=0,
+        )
+    assert len(calls) == 3, "epochs 1 and 2 were backed up, epoch 3 was cut short"
+
+    model = build()
+    second = Snapshot()
+    history = model.fit(
+        X_BIN,
+        batch_size=100,
+        epochs=5,
+        callbacks=[tfvae.callbacks.BackupAndRestore(str(backup_dir)), second],
+        verbose=0,
+    )
+    assert len(history.epoch) == 3  # epochs 3, 4, 5: resumed after epoch 2
+    restored, saved = second.states["begin"], first.states[2]
+    assert len(restored) == len(saved)
+    for a, b in zip(restored, saved, strict=True):
+        np.testing.assert_array_equal(a, b)  # weights and optimizer state
+    assert int(model.optimizer.iterations.numpy()) == 5 * 4
+    assert not backup_dir.exists()  # removed once training completes
+
+
+def drive_history(callback, model, val_elbos, first_epoch=0):
+    """Runs the callback over epochs with the given val_elbo; returns the weights."""
+    callback.set_model(model)
+    weights = {}
+    for epoch, val_elbo in enumerate(val_elbos, start=first_epoch):
+        if model.stop_training:
+            break
+        callback.on_epoch_begin(epoch)
+        model.weights[0].assign(np.full(model.weights[0].shape, epoch, "float32"))
+        weights[epoch + 1] = model.weights[0].numpy().copy()
+        callback.on_epoch_end(epoch, {"loss": 1.0, "val_elbo": val_elbo})
+    return weights
+
+
+def small_vae():
+    return tfvae.VAE(input_shape=(12,), latent_dim=2, hidden_units=(8,))
+
+
+def test_history_file_stops_early_and_keeps_the_best_weights(tmp_path):
+    path, best = tmp_path / "history.json", str(tmp_path / "best.weights.h5")
+    model = small_vae()
+    model.stop_training = False
+    callback = tfvae.callbacks.HistoryFile(path, patience=2, best_weights_path=best)
+    weights = drive_history(callback, model, [-10.0, -8.0, -9.0, -8.5, -1.0])
+    assert model.stop_training, "2 epochs without a better val_elbo than epoch 2"
+    rows = json.loads(path.read_text())
+    assert [row["epoch"] for row in rows] == [1, 2, 3, 4]
+    assert rows[1]["val_elbo"] == -8.0 and rows[0]["seconds"] >= 0
+    assert callback.best_epoch == 2
+    restored = small_vae()
+    restored.load_weights(best)
+    np.testing.assert_array_equal(restored.weights[0].numpy(), weights[2])
+
+
+def test_history_file_resumes_its_rows_and_early_stopping(tmp_path):
+    path, best = tmp_path / "history.json", str(tmp_path / "best.weights.h5")
+    model = small_vae()
+    model.stop_training = False
+    first = tfvae.callbacks.HistoryFile(path, patience=3, best_weights_path=best)
+    drive_history(first, model, [-10.0, -8.0, -9.0, -9.5])  # killed after epoch 4
+    # A resumed run restarts at epoch 3 (its last backup): rows 3 and 4 are redone.
+    second = tfvae.callbacks.HistoryFile(path, patience=3, best_weights_path=best)
+    drive_history(second, model, [-9.0, -9.1, -9.2, -7.0], first_epoch=2)
+    assert [row["epoch"] for row in json.loads(path.read_text())] == [1, 2, 3, 4, 5]
+    assert model.stop_training and second.best_epoch == 2  # epoch 5 is 3 after 2
+
+
+def test_history_file_without_early_stopping_never_stops(tmp_path):
+    model = small_vae()
+    model.stop_training = False
+    callback = tfvae.callbacks.HistoryFile(tmp_path / "h.json")
+    drive_history(callback, model, [-1.0, -2.0, -3.0, -4.0])
+    assert not model.stop_training
+    assert len(json.loads((tmp_path / "h.json").read_text())) == 4
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"patience": 2}, "needs `best_weights_path` ending in '.weights.h5'"),
+        (
+            {"patience": 2, "best_weights_path": "best.h5"},
+            "best_weights_path='best.h5'",
+        ),
+        ({"patience": -1}, "`patience` must be an integer >= 0"),
+    ],
+)
+def test_history_file_rejects_bad_arguments(kwargs, match, tmp_path):
+    with pytest.raises(ValueError, match=match):
+        tfvae.callbacks.HistoryFile(tmp_path / "h.json", **kwargs)
+
+
+def test_history_file_early_stopping_needs_validation(tmp_path):
+    model = small_vae()
+    callback = tfvae.callbacks.HistoryFile(
+        tmp_path / "h.json",
+        patience=1,
+        best_weights_path=str(tmp_path / "b.weights.h5"),
+    )
+    callback.set_model(model)
+    callback.on_epoch_begin(0)
+    with pytest.raises(ValueError, match="needs `val_elbo` in the logs"):
+        callback.on_epoch_end(0, {"loss": 1.0})

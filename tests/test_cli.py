@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 
+import keras
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -242,6 +243,30 @@ def test_resume_after_a_kill_reaches_the_same_number_of_epochs(
     assert_one_line_error(again, "already complete")
 
 
+def test_early_stopping_keeps_the_best_epoch(tmp_path):
+    out = tmp_path / "run"
+    result = run(
+        "train", "--dataset", "digits", "--likelihood", "gaussian-shared",
+        "--latent-dim", "2", "--hidden-units", "16", "--epochs", "40",
+        "--learning-rate", "0.03", "--early-stopping", "2", "--out", out,
+        "--verbose", "0",
+    )  # fmt: skip
+    history = json.loads((out / "history.json").read_text())
+    best = max(history, key=lambda row: row["val_elbo"])["epoch"]
+    assert f"kept the weights of epoch {best}" in result.stdout
+    if len(history) < 40:  # stopped early: exactly `patience` epochs after the best
+        assert history[-1]["epoch"] == best + 2
+        assert f"no better val_elbo since epoch {best}" in result.stdout
+    assert (out / "best.weights.h5").exists()
+    # The saved model holds the best epoch's weights: those of its checkpoint.
+    model = keras.models.load_model(out / "model.keras")
+    checkpoint = keras.models.load_model(
+        out / "checkpoints" / f"epoch-{best:03d}.keras"
+    )
+    for a, b in zip(model.weights, checkpoint.weights, strict=True):
+        np.testing.assert_array_equal(a.numpy(), b.numpy())
+
+
 @pytest.mark.parametrize(
     "args, match",
     [
@@ -257,6 +282,10 @@ def test_resume_after_a_kill_reaches_the_same_number_of_epochs(
         (["train", "--resume", "--out", "OUT"], "nothing to resume"),
         (["train", "--config", "missing.yaml", "--out", "OUT"], "no such config file"),
         (["sample", "m.keras", "--num", "-3"], "argument --num"),
+        (
+            ["train", "--early-stopping", "-1", "--out", "OUT"],
+            "argument --early-stopping: must be >= 0",
+        ),
     ],
 )
 def test_errors_print_one_line_without_a_traceback(args, match, tmp_path):

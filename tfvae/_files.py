@@ -1,6 +1,7 @@
 """Writing folders atomically: nothing half-written is ever left in place."""
 
 import contextlib
+import json
 import os
 import shutil
 import tempfile
@@ -26,3 +27,11 @@ def staged_folder(target, prefix=".tfvae-"):
     finally:
         if os.path.isdir(staging):
             shutil.rmtree(staging)
+
+
+def write_json(path, value):
+    """Writes `value` as JSON to `path` through a temporary file and a rename."""
+    partial = f"{path}.part"
+    with open(partial, "w") as file:
+        json.dump(value, file, indent=2)
+    os.replace(partial, path)

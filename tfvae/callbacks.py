@@ -1,10 +1,16 @@
 """Keras callbacks for training the tfvae models."""
 
+import json
+import os
+import shutil
+import tempfile
+import time
+
 import keras
 
-from tfvae import _checks
+from tfvae import _checks, _files
 
-__all__ = ["KLWarmup"]
+__all__ = ["BackupAndRestore", "HistoryFile", "KLWarmup"]
 
 
 @keras.saving.register_keras_serializable(package="tfvae")
@@ -53,3 +59,165 @@ class KLWarmup(keras.callbacks.Callback):
 
     def get_config(self):
         return {"epochs": self.epochs}
+
+
+class BackupAndRestore(keras.callbacks.BackupAndRestore):
+    """`keras.callbacks.BackupAndRestore` whose backups survive a kill.
+
+    Keras writes its backup in place, so a process killed while writing (a
+    preempted job, a `SIGKILL`) leaves a truncated `latest.weights.h5` that the
+    next run cannot read. This callback writes each backup (weights, optimizer
+    state and the epoch counter) into a new folder that is renamed into place
+    when complete, and only then removes the previous one: at every moment the
+    backup folder holds one complete, self-consistent state, and a resumed run
+    continues from the last one that was finished.
+
+    The arguments are those of `keras.callbacks.BackupAndRestore`
+    (`double_checkpoint` is accepted but not needed); `backup_dir` must be a
+    local path.
+
+    Example:
+
+    ```python
+    backup = tfvae.callbacks.BackupAndRestore("runs/mnist/backup")
+    model.fit(x, epochs=100, callbacks=[backup])  # run again after a crash
+    ```
+    """
+
+    _PREFIX = "state-"
+
+    def _states(self):
+        if not os.path.isdir(self.backup_dir):
+            return []
+        return sorted(
+            name
+            for name in os.listdir(self.backup_dir)
+            if name.startswith(self._PREFIX)
+        )
+
+    def _use(self, name):
+        folder = os.path.join(self.backup_dir, name)
+        self._weights_path = os.path.join(folder, "latest.weights.h5")
+        self._training_metadata_path = os.path.join(folder, "training_metadata.json")
+
+    def on_train_begin(self, logs=None):
+        if os.path.isdir(self.backup_dir):
+            for name in os.listdir(self.backup_dir):
+                if name.startswith(".partial-"):  # a save that was cut short
+                    shutil.rmtree(os.path.join(self.backup_dir, name))
+        states = self._states()
+        if states:
+            self._use(states[-1])
+            self._load_model()
+
+    def _save_model(self):
+        os.makedirs(self.backup_dir, exist_ok=True)
+        previous = self._states()
+        self._sequence = getattr(self, "_sequence", 0) + 1
+        name = (
+            f"{self._PREFIX}{self._current_epoch:06d}-{self._last_batch_seen:09d}"
+            f"-{self._sequence:06d}"
+        )
+        staging = tempfile.mkdtemp(prefix=".partial-", dir=self.backup_dir)
+        try:
+            self._use(os.path.basename(staging))
+            self.model.save_weights(self._weights_path)
+            metadata = {"epoch": self._current_epoch, "batch": self._last_batch_seen}
+            with open(self._training_metadata_path, "w") as file:
+                json.dump(metadata, file)
+            os.replace(staging, os.path.join(self.backup_dir, name))
+        finally:
+            if os.path.isdir(staging):
+                shutil.rmtree(staging)
+        for old in previous:
+            if old != name:
+                shutil.rmtree(os.path.join(self.backup_dir, old), ignore_errors=True)
+
+
+class HistoryFile(keras.callbacks.Callback):
+    """Writes each epoch's logs to a JSON file; optionally stops early.
+
+    After every epoch the file at `path` is rewritten atomically with one row
+    per epoch (`{"epoch": 1, "loss": ..., "val_elbo": ..., "seconds": ...}`).
+    Rows of a previous run with an epoch at or below the one training starts
+    from are kept, so a run resumed with `keras.callbacks.BackupAndRestore`
+    (or `initial_epoch`) continues the same file.
+
+    With `patience` > 0, it also does early stopping on the validation ELBO:
+    the weights of the epoch with the highest `val_elbo` so far are saved to
+    `best_weights_path`, and training stops once `patience` epochs have passed
+    without a better one. The state is the file itself, so early stopping
+    resumes correctly after an interruption. Restore the best weights after
+    `fit` with `model.load_weights(best_weights_path)`; `best_epoch` says
+    which epoch they are from.
+
+    Args:
+        path: the JSON file (its folder must exist).
+        patience: epochs without a better `val_elbo` before training stops;
+            0 turns early stopping off.
+        best_weights_path: where the best weights go (a `.weights.h5` file);
+            required when `patience` > 0.
+
+    Example:
+
+    ```python
+    history = tfvae.callbacks.HistoryFile(
+        "run/history.json", patience=50, best_weights_path="run/best.weights.h5"
+    )
+    model.fit(x, validation_data=x_valid, epochs=1000, callbacks=[history])
+    model.load_weights("run/best.weights.h5")
+    ```
+    """
+
+    def __init__(self, path, patience=0, best_weights_path=None):
+        super().__init__()
+        self.path = str(path)
+        self.patience = _checks.positive_int(patience, "patience", minimum=0)
+        if self.patience and not str(best_weights_path or "").endswith(".weights.h5"):
+            raise ValueError(
+                "Early stopping (patience > 0) needs `best_weights_path` ending in "
+                f"'.weights.h5'. Received: best_weights_path={best_weights_path!r}"
+            )
+        self.best_weights_path = best_weights_path
+        self.rows = None
+
+    @property
+    def best_epoch(self):
+        """The epoch (1-based) with the highest `val_elbo`, or None."""
+        rows = [row for row in self.rows or () if "val_elbo" in row]
+        if not rows:
+            return None
+        return max(rows, key=lambda row: row["val_elbo"])["epoch"]
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._epoch_start = time.perf_counter()
+        if self.rows is None:
+            self.rows = []
+            if os.path.exists(self.path):
+                with open(self.path) as file:
+                    self.rows = [
+                        row for row in json.load(file) if row["epoch"] <= epoch
+                    ]
+
+    def on_epoch_end(self, epoch, logs=None):
+        row = {"epoch": epoch + 1, **{k: float(v) for k, v in (logs or {}).items()}}
+        row["seconds"] = time.perf_counter() - self._epoch_start
+        self.rows.append(row)
+        _files.write_json(self.path, self.rows)
+        if not self.patience:
+            return
+        if "val_elbo" not in row:
+            raise ValueError(
+                "Early stopping needs `val_elbo` in the logs: pass `validation_data` "
+                f"to `fit`. Logs of epoch {epoch + 1}: {sorted(row)}"
+            )
+        best = self.best_epoch
+        if best == epoch + 1:
+            partial = (
+                self.best_weights_path[: -len(".weights.h5")] + ".partial.weights.h5"
+            )
+            self.model.save_weights(partial)
+            os.replace(partial, self.best_weights_path)
+        elif epoch + 1 - best >= self.patience:
+            print(f"early stopping: no better val_elbo since epoch {best}")
+            self.model.stop_training = True

@@ -9,8 +9,8 @@ import json
 import os
 import platform
 import sys
-import time
 
+from tfvae import _files
 from tfvae.version import __version__
 
 _TRAIN_DEFAULTS = {
@@ -31,6 +31,7 @@ _TRAIN_DEFAULTS = {
     "batch_size": 100,
     "learning_rate": 1e-3,
     "warmup": 0,
+    "early_stopping": 0,
     "seed": 0,
 }
 
@@ -104,6 +105,13 @@ def _parser():
     train.add_argument("--learning-rate", type=_positive_float)
     train.add_argument(
         "--warmup", type=_non_negative_int, help="KL warm-up epochs (0: none)"
+    )
+    train.add_argument(
+        "--early-stopping",
+        type=_non_negative_int,
+        metavar="PATIENCE",
+        help="stop after PATIENCE epochs without a better validation ELBO and keep "
+        "the best epoch's weights (0: off)",
     )
     train.add_argument("--seed", type=int)
     train.add_argument("--verbose", type=int, choices=[0, 1, 2], default=1)
@@ -273,13 +281,6 @@ def build_model(config, input_shape):
     )
 
 
-def _write_json(path, value):
-    partial = f"{path}.part"
-    with open(partial, "w") as file:
-        json.dump(value, file, indent=2)
-    os.replace(partial, path)
-
-
 def _train(args):
     import keras
 
@@ -330,41 +331,33 @@ def _train(args):
             binarize=config["binarize"],
             seed=config["seed"],
         )
+    if config["early_stopping"] and validation is None:
+        raise UsageError(
+            f"early_stopping needs a validation split; {config['dataset']!r} has none"
+        )
     input_shape = tuple(train.element_spec.shape[1:])
     model = build_model(config, input_shape)
     model.compile(optimizer=keras.optimizers.Adam(config["learning_rate"]))
     if not args.resume:
-        _write_json(run_file, config)
+        _files.write_json(run_file, config)
 
-    history_path = os.path.join(args.out, "history.json")
-
-    class History(keras.callbacks.Callback):
-        """Appends each epoch's metrics to history.json (resumes cleanly)."""
-
-        def on_epoch_begin(self, epoch, logs=None):
-            self.epoch_start = time.perf_counter()
-            if not hasattr(self, "started"):
-                self.started = epoch
-                self.rows = []
-                if os.path.exists(history_path):
-                    with open(history_path) as file:
-                        self.rows = [r for r in json.load(file) if r["epoch"] <= epoch]
-
-        def on_epoch_end(self, epoch, logs=None):
-            row = {"epoch": epoch + 1, **{k: float(v) for k, v in (logs or {}).items()}}
-            row["seconds"] = time.perf_counter() - self.epoch_start
-            self.rows.append(row)
-            _write_json(history_path, self.rows)
-
+    best_path = os.path.join(args.out, "best.weights.h5")
+    history = tfvae.callbacks.HistoryFile(
+        os.path.join(args.out, "history.json"),
+        patience=config["early_stopping"],
+        best_weights_path=best_path,
+    )
     checkpoints = os.path.join(args.out, "checkpoints")
     os.makedirs(checkpoints, exist_ok=True)
+    # The backup comes last: an epoch is backed up only once its checkpoint and
+    # history row are written, so a run killed at any moment resumes cleanly.
     callbacks = [
-        keras.callbacks.BackupAndRestore(os.path.join(args.out, "backup")),
         keras.callbacks.ModelCheckpoint(
             os.path.join(checkpoints, "epoch-{epoch:03d}.keras")
         ),
         keras.callbacks.TensorBoard(os.path.join(args.out, "logs")),
-        History(),
+        history,
+        tfvae.callbacks.BackupAndRestore(os.path.join(args.out, "backup")),
     ]
     if config["warmup"]:
         callbacks.insert(0, tfvae.callbacks.KLWarmup(epochs=config["warmup"]))
@@ -376,6 +369,9 @@ def _train(args):
         verbose=args.verbose,
         shuffle=False,  # the dataset reshuffles itself every epoch
     )
+    if history.patience:
+        model.load_weights(best_path)
+        print(f"kept the weights of epoch {history.best_epoch}")
     model.save(os.path.join(args.out, "model.keras"))
     print(f"wrote {os.path.join(args.out, 'model.keras')}")
     return 0
