@@ -247,9 +247,9 @@ def test_early_stopping_keeps_the_best_epoch(tmp_path):
     out = tmp_path / "run"
     result = run(
         "train", "--dataset", "digits", "--likelihood", "gaussian-shared",
-        "--latent-dim", "2", "--hidden-units", "16", "--epochs", "40",
-        "--learning-rate", "0.03", "--early-stopping", "2", "--out", out,
-        "--verbose", "0",
+        "--dequantize", "uniform", "--latent-dim", "2", "--hidden-units", "16",
+        "--epochs", "40", "--learning-rate", "0.03", "--early-stopping", "2",
+        "--out", out, "--verbose", "0",
     )  # fmt: skip
     history = json.loads((out / "history.json").read_text())
     best = max(history, key=lambda row: row["val_elbo"])["epoch"]
@@ -265,6 +265,18 @@ def test_early_stopping_keeps_the_best_epoch(tmp_path):
     )
     for a, b in zip(model.weights, checkpoint.weights, strict=True):
         np.testing.assert_array_equal(a.numpy(), b.numpy())
+
+    # Dequantized digits: bits/dim is that of the discrete data, 17 levels.
+    assert json.loads((out / "run.json").read_text())["dequantize"] == "uniform"
+    result = json.loads(
+        run(
+            "evaluate", out / "model.keras", "--dataset", "digits", "--num-samples",
+            "10", "--dequantize", "uniform", "--json",
+        ).stdout
+    )  # fmt: skip
+    expected = tfvae.bits_per_dim(result["log_likelihood"], (64,), levels=17)
+    assert result["bits_per_dim"] == pytest.approx(float(expected), rel=1e-6)
+    assert 0 < result["bits_per_dim"] < np.log2(17)  # better than uniform
 
 
 @pytest.mark.parametrize(

@@ -273,3 +273,59 @@ def test_dataset_batches_shuffles_and_binarizes_each_epoch():
     ]
     assert not np.array_equal(shuffled[0], x)
     np.testing.assert_array_equal(np.sort(shuffled[0], axis=0), np.sort(x, axis=0))
+
+
+def test_uniform_dequantization_spreads_each_level_over_its_bin():
+    x = data.load("digits", "test")
+    y = data.load("digits", "test", dequantize="uniform", seed=4)
+    levels = data.LEVELS["digits"]
+    assert y.dtype == np.float32 and y.shape == x.shape
+    # Level k = 16 x lands in [k / 17, (k + 1) / 17): the data is recoverable.
+    np.testing.assert_array_equal(np.floor(y * levels), np.round(x * (levels - 1)))
+    assert y.min() >= 0 and y.max() < 1
+    # The offsets within the bins are uniform: mean 1/2, variance 1/12.
+    offsets = y * levels - np.round(x * (levels - 1))
+    n = offsets.size
+    assert abs(offsets.mean() - 0.5) < 4 * np.sqrt(1 / 12 / n)
+    assert abs(offsets.var() - 1 / 12) < 0.01
+    np.testing.assert_array_equal(
+        data.load("digits", "test", dequantize="uniform", seed=4), y
+    )  # seeded
+    # Every pixel varies, also those that are 0 in every image: a learned
+    # scale has nothing to collapse on.
+    assert (x.std(axis=0) == 0).any() and (y.std(axis=0) > 0.1 / levels).all()
+
+
+def test_dataset_dequantizes_anew_each_epoch():
+    x = data.load("digits", "test")
+    stream = data.dataset(
+        "digits", "test", batch_size=300, shuffle=False, dequantize="uniform", seed=2
+    )
+    first, second = (next(iter(stream)).numpy() for _ in range(2))
+    levels = data.LEVELS["digits"]
+    for y in (first, second):
+        np.testing.assert_array_equal(np.floor(y * levels), np.round(x * 16))
+    assert (first != second).mean() > 0.99  # a new draw every epoch
+
+
+@pytest.mark.parametrize(
+    "name, kwargs, match",
+    [
+        ("digits", {"dequantize": "gaussian"}, "dequantize='gaussian'"),
+        (
+            "digits",
+            {"dequantize": "uniform", "binarize": "dynamic"},
+            "`binarize` and `dequantize` exclude each other",
+        ),
+        (
+            np.zeros((3, 4), "float32"),
+            {"dequantize": "uniform"},
+            r"named dataset of known grey levels, one of \['digits'",
+        ),
+    ],
+)
+def test_dequantize_rejects_bad_options(name, kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        data.load(name, "test", **kwargs)
+    with pytest.raises(ValueError, match=match):
+        data.dataset(name, "test", **kwargs)

@@ -269,6 +269,16 @@ def test_bits_per_dim():
     )
 
 
+def test_bits_per_dim_of_dequantized_data():
+    # The uniform density on [0, 1)^D (log p = 0) puts 1/17 on each of 17
+    # levels per pixel: log2(17) bits per dimension.
+    np.testing.assert_allclose(
+        tfvae.bits_per_dim(0.0, (64,), levels=17), math.log2(17), rtol=1e-6
+    )
+    with pytest.raises(ValueError, match="levels=1"):
+        tfvae.bits_per_dim(0.0, (64,), levels=1)
+
+
 @pytest.mark.parametrize(
     "kwargs, match",
     [

@@ -16,6 +16,7 @@ from keras import ops
 
 # Marks the messages of in-graph assertions so `data_errors` can find them.
 _MARK = "tfvae data check: "
+_NON_FINITE_MARK = "tfvae non-finite check: "
 
 
 def positive_int(value, name, minimum=1):
@@ -148,14 +149,18 @@ def check_data(data, input_shape, support, name="x"):
         check_array(data, input_shape, support, name)
 
 
-def check_batch(x, input_shape, support, name="x"):
+def check_batch(x, input_shape, support, name="x", values=True):
     """In-graph check of one batch; returns x as float32, after the checks.
 
-    The shape is checked when the step is traced (a `ValueError` then); the
-    values by assertions that every later computation depends on.
+    The shape is checked when the step is traced (a `ValueError` then); with
+    `values`, the values by assertions that every later computation depends
+    on. XLA has no assertions (nor string ops): pass `values=False` in a step
+    compiled with `jit_compile=True`.
     """
     check_spec(x, input_shape, name)
     x = ops.cast(x, "float32")
+    if not values:
+        return x
     checks = [
         tf.debugging.Assert(
             tf.reduce_all(tf.math.is_finite(x)),
@@ -178,15 +183,50 @@ def check_batch(x, input_shape, support, name="x"):
         return tf.identity(x)
 
 
+def check_finite(values, step):
+    """An in-graph assertion that the batch mean of every value is finite.
+
+    `values` maps metric names to tensors; `step` is the 1-based training
+    step. The message names the step and the first non-finite metric, and
+    `data_errors` raises it as a `FloatingPointError`.
+    """
+    names = list(values)
+    means = tf.stack([tf.reduce_mean(tf.cast(values[n], "float32")) for n in names])
+    finite = tf.math.is_finite(means)
+    first = tf.argmin(tf.cast(finite, "int32"))
+    message = tf.strings.join(
+        [
+            f"{_NON_FINITE_MARK}training stopped at step ",
+            tf.strings.as_string(step),
+            ": `",
+            tf.gather(names, first),
+            "` is ",
+            tf.strings.as_string(tf.gather(means, first)),
+            " (batch mean). The weights are those from before this step. Lower "
+            "the learning rate, or check the data and the scales of the "
+            "likelihood.",
+        ]
+    )
+    return tf.debugging.Assert(tf.reduce_all(finite), [message])
+
+
 @contextlib.contextmanager
 def data_errors():
-    """Re-raises a failed in-graph data check as a `ValueError`."""
+    """Re-raises a failed in-graph check: `ValueError` (data) or `FloatingPointError`.
+
+    A data check fails on bad input; a non-finite check when training
+    diverges.
+    """
     try:
         yield
     except tf.errors.InvalidArgumentError as error:
         message = error.message
-        if _MARK not in message:
-            raise
-        detail = message[message.index(_MARK) + len(_MARK) :].splitlines()[0]
-        # The assertion prints its message in brackets: "[message]".
-        raise ValueError(detail.removesuffix("]")) from error
+        for mark, error_class in (
+            (_MARK, ValueError),
+            (_NON_FINITE_MARK, FloatingPointError),
+        ):
+            if mark in message:
+                detail = message[message.index(mark) + len(mark) :].splitlines()[0]
+                # The assertion prints its message in brackets: "[message]".
+                raise error_class(detail.removesuffix("]")) from error
+        raise

@@ -14,7 +14,7 @@ import keras
 import tensorflow as tf
 from keras import ops
 
-from tfvae import _checks, estimators, heads
+from tfvae import _checks, distribute, estimators, heads
 
 # One reparameterized pass through the latent chain, for `num_samples` draws of
 # each example. Shapes: (S, B) for per-sample terms.
@@ -279,9 +279,10 @@ class LatentVariableModel(keras.Model):
 
     def _step_terms(self, data, training):
         x, _, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
-        x = _checks.check_batch(x, self.input_shape, self.likelihood.support)
-        noise = self._noise(self.num_samples, ops.shape(x)[0], self.seed_generator)
-        chain = self._chain(x, noise, training=training)
+        x = _checks.check_batch(
+            x, self.input_shape, self.likelihood.support, values=not self.jit_compile
+        )
+        chain = self._chain(x, self._step_noise(ops.shape(x)[0]), training=training)
         reconstruction, kls = self._terms(chain)
         if sample_weight is not None:
             sample_weight = ops.cast(ops.reshape(sample_weight, (-1,)), "float32")
@@ -316,18 +317,58 @@ class LatentVariableModel(keras.Model):
             values.update({f"kl_{i}": kl for i, kl in enumerate(kls, start=1)})
         return loss, values, sample_weight
 
+    def _step_noise(self, batch):
+        """The noise of a training or test step, keyed by each example's index.
+
+        One seed per step comes from the model's seed generator (the same in
+        every replica of a `tf.distribute` strategy), and the noise of each
+        example is `estimators.counter_normal` of (that seed, its index in the
+        global batch, sample). Replica r of a strategy holds examples
+        r * local_batch ... of the global batch, so a step draws the same noise
+        for an example whether it runs on one device or on several, and no two
+        replicas share noise.
+        """
+        step_seed = keras.random.randint((), 0, 2**31 - 1, seed=self.seed_generator)
+        replica = tf.distribute.get_replica_context()
+        replica_id = 0 if replica is None else replica.replica_id_in_sync_group
+        first = tf.cast(replica_id, "int32") * batch
+        noise = estimators.counter_normal(
+            step_seed,
+            first + tf.range(batch),
+            0,
+            self.num_samples,
+            sum(self._noise_dims),
+        )
+        return self._split_noise(noise)
+
     def _update_metrics(self, loss, values, sample_weight, batch_size):
         self._trackers["loss"].update_state(loss, sample_weight=batch_size)
         for name, value in values.items():
             self._trackers[name].update_state(value, sample_weight=sample_weight)
-        return {name: tracker.result() for name, tracker in self._trackers.items()}
+        results = {name: tracker.result() for name, tracker in self._trackers.items()}
+        if distribute.in_multi_worker_mode():
+            # Keras reduces a multi-worker step's outputs with a mean over
+            # axis 0, which fails on scalars (tensorflow/tensorflow#72388).
+            results = {name: value[None] for name, value in results.items()}
+        return results
 
     def train_step(self, data):
         with tf.GradientTape() as tape:
             loss, values, sample_weight = self._step_terms(data, training=True)
-            scaled_loss = self.optimizer.scale_loss(loss)
+            # Under a tf.distribute strategy, gradients are summed over the
+            # replicas: each contributes its batch mean / replicas, so the
+            # update is that of the global batch mean.
+            replicas = tf.distribute.get_strategy().num_replicas_in_sync
+            scaled_loss = self.optimizer.scale_loss(loss / replicas)
         gradients = tape.gradient(scaled_loss, self.trainable_weights)
-        self.optimizer.apply(gradients, self.trainable_weights)
+        checks = []
+        if not self.jit_compile:
+            # A diverged step raises (FloatingPointError) before its update.
+            # XLA has no assertions: `fit` then checks the logs after the step.
+            step = self.optimizer.iterations + 1
+            checks.append(_checks.check_finite({"loss": loss, **values}, step))
+        with tf.control_dependencies(checks):
+            self.optimizer.apply(gradients, self.trainable_weights)
         return self._update_metrics(
             loss, values, sample_weight, ops.shape(values["elbo"])[0]
         )
@@ -339,6 +380,16 @@ class LatentVariableModel(keras.Model):
         )
 
     def fit(self, x=None, y=None, *args, **kwargs):
+        if self.jit_compile:
+            arguments = inspect.signature(keras.Model.fit).bind(
+                self, x, y, *args, **kwargs
+            )
+            arguments.arguments["callbacks"] = [
+                *(arguments.arguments.get("callbacks") or []),
+                _StopOnNonFiniteLogs(),
+            ]
+            x, y, *args = arguments.args[1:]
+            kwargs = arguments.kwargs
         return self._checked_run(super().fit, keras.Model.fit, x, y, *args, **kwargs)
 
     def evaluate(self, x=None, y=None, *args, **kwargs):
@@ -385,6 +436,28 @@ class LatentVariableModel(keras.Model):
             if isinstance(value, dict) and "class_name" in value:
                 config[name] = keras.saving.deserialize_keras_object(value)
         return cls(**config)
+
+
+class _StopOnNonFiniteLogs(keras.callbacks.Callback):
+    """The divergence check of a step compiled with XLA, on its logs.
+
+    XLA compiles no assertions, so the in-graph check of `train_step` is left
+    out under `jit_compile=True`; this callback, added by `fit`, raises the
+    same `FloatingPointError` from the logs, after the step's update.
+    """
+
+    def on_train_batch_end(self, batch, logs=None):
+        for name, value in (logs or {}).items():
+            value = float(value)
+            if not math.isfinite(value):
+                step = int(self.model.optimizer.iterations.numpy())
+                raise FloatingPointError(
+                    f"training stopped at step {step}: `{name}` is {value} (mean "
+                    "over the epoch so far). Under XLA the check runs after the "
+                    "step's update, so the weights may hold non-finite values. "
+                    "Lower the learning rate, or check the data and the "
+                    "likelihood's scales."
+                )
 
 
 def reparameterize(q, noise):

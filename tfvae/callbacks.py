@@ -8,7 +8,7 @@ import time
 
 import keras
 
-from tfvae import _checks, _files
+from tfvae import _checks, _files, distribute
 
 __all__ = ["BackupAndRestore", "HistoryFile", "KLWarmup"]
 
@@ -111,6 +111,8 @@ class BackupAndRestore(keras.callbacks.BackupAndRestore):
             self._load_model()
 
     def _save_model(self):
+        if not distribute.is_chief(self.model.distribute_strategy):
+            return  # in a multi-worker cluster, the chief alone writes
         os.makedirs(self.backup_dir, exist_ok=True)
         previous = self._states()
         self._sequence = getattr(self, "_sequence", 0) + 1
@@ -203,7 +205,9 @@ class HistoryFile(keras.callbacks.Callback):
         row = {"epoch": epoch + 1, **{k: float(v) for k, v in (logs or {}).items()}}
         row["seconds"] = time.perf_counter() - self._epoch_start
         self.rows.append(row)
-        _files.write_json(self.path, self.rows)
+        chief = distribute.is_chief(self.model.distribute_strategy)
+        if chief:
+            _files.write_json(self.path, self.rows)
         if not self.patience:
             return
         if "val_elbo" not in row:
@@ -212,7 +216,7 @@ class HistoryFile(keras.callbacks.Callback):
                 f"to `fit`. Logs of epoch {epoch + 1}: {sorted(row)}"
             )
         best = self.best_epoch
-        if best == epoch + 1:
+        if best == epoch + 1 and chief:
             partial = (
                 self.best_weights_path[: -len(".weights.h5")] + ".partial.weights.h5"
             )

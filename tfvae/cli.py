@@ -26,6 +26,7 @@ _TRAIN_DEFAULTS = {
     "objective": "elbo",
     "dataset": "binarized_mnist",
     "binarize": None,
+    "dequantize": None,
     "limit": None,
     "epochs": 10,
     "batch_size": 100,
@@ -99,6 +100,11 @@ def _parser():
         "--dataset", help="binarized_mnist, mnist, fashion_mnist, digits or a file"
     )
     train.add_argument("--binarize", choices=["dynamic"])
+    train.add_argument(
+        "--dequantize",
+        choices=["uniform"],
+        help="uniform dequantization of grey levels (digits, mnist, fashion_mnist)",
+    )
     train.add_argument("--limit", type=_positive_int, help="use the first N examples")
     train.add_argument("--epochs", type=_positive_int)
     train.add_argument("--batch-size", type=_positive_int)
@@ -191,6 +197,7 @@ def _data_arguments(parser):
     parser.add_argument("--split", default="test")
     parser.add_argument("--limit", type=_positive_int)
     parser.add_argument("--binarize", choices=["dynamic"])
+    parser.add_argument("--dequantize", choices=["uniform"])
 
 
 def _picture_arguments(parser, default):
@@ -317,6 +324,7 @@ def _train(args):
         "train",
         config["batch_size"],
         binarize=config["binarize"],
+        dequantize=config["dequantize"],
         seed=config["seed"],
         limit=config["limit"],
     )
@@ -329,6 +337,7 @@ def _train(args):
             1000,
             shuffle=False,
             binarize=config["binarize"],
+            dequantize=config["dequantize"],
             seed=config["seed"],
         )
     if config["early_stopping"] and validation is None:
@@ -396,7 +405,13 @@ def _load_model(path):
 def _load_data(args, model):
     from tfvae import data
 
-    x = data.load(args.dataset, args.split, binarize=args.binarize, limit=args.limit)
+    x = data.load(
+        args.dataset,
+        args.split,
+        binarize=args.binarize,
+        dequantize=args.dequantize,
+        limit=args.limit,
+    )
     if x.shape[1:] != model.input_shape:
         raise UsageError(
             f"dataset {args.dataset!r} has examples of shape {x.shape[1:]}, the "
@@ -407,6 +422,7 @@ def _load_data(args, model):
 
 def _evaluate(args):
     import tfvae
+    from tfvae import data
 
     model = _load_model(args.model_path)
     x = _load_data(args, model)
@@ -414,7 +430,11 @@ def _evaluate(args):
         model, x, num_samples=args.num_samples, seed=args.seed, verbose=0
     )
     result["bits_per_dim"] = float(
-        tfvae.bits_per_dim(result["log_likelihood"], model.input_shape)
+        tfvae.bits_per_dim(
+            result["log_likelihood"],
+            model.input_shape,
+            levels=data.dequantize_levels(args.dataset, args.dequantize),
+        )
     )
     result["active_units"] = tfvae.diagnostics.active_units(model, x)["active_units"]
     result["kl_per_layer"] = [
@@ -544,7 +564,8 @@ def _publish(args):
     with open(os.path.join(args.run_dir, "history.json")) as file:
         history = json.load(file)
     model = keras.models.load_model(model_path)
-    x = data.load(config["dataset"], "test")
+    preprocessing = {key: config.get(key) for key in ("binarize", "dequantize")}
+    x = data.load(config["dataset"], "test", seed=0, **preprocessing)
     measured = tfvae.evaluate_log_likelihood(
         model, x, num_samples=args.num_samples, seed=0
     )
@@ -555,6 +576,18 @@ def _publish(args):
         "log_likelihood": round(measured["log_likelihood"], 3),
         "log_likelihood_stderr": round(measured["log_likelihood_stderr"], 3),
         "nll": round(measured["nll"], 3),
+        "bits_per_dim": round(
+            float(
+                tfvae.bits_per_dim(
+                    measured["log_likelihood"],
+                    model.input_shape,
+                    levels=data.dequantize_levels(
+                        config["dataset"], preprocessing["dequantize"]
+                    ),
+                )
+            ),
+            4,
+        ),
         "num_samples": args.num_samples,
         "num_examples": measured["num_examples"],
         "active_units": tfvae.diagnostics.active_units(model, x)["active_units"],
@@ -565,9 +598,9 @@ def _publish(args):
     metadata = {
         "name": name,
         "description": args.description,
-        "data": {"name": config["dataset"], "binarize": config["binarize"]},
+        "data": {"name": config["dataset"], **preprocessing},
         "dataset": f"{config['dataset']} (train split; test split for the metrics)",
-        "preprocessing": "binarize=" + str(config["binarize"]),
+        "preprocessing": ", ".join(f"{k}={v}" for k, v in preprocessing.items()),
         "objective": config["objective"],
         "recipe": config,
         "training_command": f"tfvae train --config {recipe} --out runs/{name}",

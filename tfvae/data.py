@@ -29,7 +29,20 @@ import tensorflow as tf
 
 from tfvae import _checks
 
-__all__ = ["DataNotFoundError", "load", "dataset", "names", "search_path"]
+__all__ = [
+    "DataNotFoundError",
+    "LEVELS",
+    "load",
+    "dataset",
+    "dequantize_levels",
+    "uniform_dequantize",
+    "names",
+    "search_path",
+]
+
+# The number of grey levels of the named datasets whose values are
+# k / (levels - 1), k = 0 .. levels - 1: what a uniform dequantization needs.
+LEVELS = {"digits": 17, "mnist": 256, "fashion_mnist": 256}
 
 
 class DataNotFoundError(FileNotFoundError):
@@ -272,6 +285,7 @@ def load(
     download=True,
     source=None,
     limit=None,
+    dequantize=None,
 ):
     """Loads a dataset as a float32 numpy array of shape (n, features).
 
@@ -293,20 +307,25 @@ def load(
         limit: keep a random subset of `limit` examples (seeded by `seed`,
             in their original order): a representative sample, also of the
             binarized MNIST test split, which is sorted by digit class.
+        dequantize: `None`, or `"uniform"`: the grey level k / (L - 1) of a
+            dataset with L levels (`LEVELS`: digits, mnist, fashion_mnist)
+            becomes (k + u) / L with u ~ U[0, 1) (one draw, seeded by
+            `seed`), continuous values in [0, 1) for a density model; see
+            `uniform_dequantize` and `tfvae.bits_per_dim(..., levels=L)`.
 
     Raises:
         DataNotFoundError: the dataset is neither on disk nor downloadable;
             the message lists where it looked and how to provide it.
         ValueError: an unknown name or split, or bad values.
     """
-    _checks.one_of(binarize, "binarize", (None, "dynamic"))
+    levels = dequantize_levels(name, dequantize, binarize)
     if isinstance(name, np.ndarray):
         x = name
     elif isinstance(name, (str, os.PathLike)) and str(name).endswith((".npz", ".npy")):
         if not os.path.exists(name):
             raise DataNotFoundError(f"No such data file: {name}")
         x = _from_file(name, split)
-    elif name == "digits":
+    elif isinstance(name, str) and name == "digits":
         _checks.one_of(split, "split", _DIGITS_SPLITS)
         x = _digits(split)
     elif name in _SOURCES:
@@ -329,7 +348,51 @@ def load(
     x = np.asarray(x, dtype="float32")
     if binarize == "dynamic":
         x = (np.random.default_rng(seed).random(x.shape) < x).astype("float32")
+    if levels:
+        x = uniform_dequantize(x, levels, np.random.default_rng(seed).random(x.shape))
     return x
+
+
+def dequantize_levels(name, dequantize, binarize=None):
+    """The grey levels that `dequantize` spreads for dataset `name`, or None.
+
+    Checks the preprocessing options: `dequantize` is None or `"uniform"`,
+    excludes `binarize`, and needs a dataset of `LEVELS`.
+    """
+    _checks.one_of(binarize, "binarize", (None, "dynamic"))
+    _checks.one_of(dequantize, "dequantize", (None, "uniform"))
+    if dequantize is None:
+        return None
+    if binarize is not None:
+        raise ValueError(
+            "`binarize` and `dequantize` exclude each other. Received: "
+            f"binarize={binarize!r}, dequantize={dequantize!r}"
+        )
+    if not isinstance(name, str) or name not in LEVELS:
+        raise ValueError(
+            "`dequantize` needs a named dataset of known grey levels, one of "
+            f"{sorted(LEVELS)}. Received: name={name!r}"
+        )
+    return LEVELS[name]
+
+
+def uniform_dequantize(x, levels, uniform):
+    """Uniform dequantization: grey level k / (levels - 1) -> (k + u) / levels.
+
+    The dequantized values lie in [0, 1), and the bin of level k is
+    [k / levels, (k + 1) / levels). A density p on them bounds the
+    probability of the discrete data, log P(k) >= E_u log p((k + u) / levels)
+    - D log(levels) (Theis et al. 2016), which `tfvae.bits_per_dim(...,
+    levels=levels)` reports.
+
+    Args:
+        x: grey levels in [0, 1], multiples of 1 / (levels - 1).
+        levels: the number of grey levels.
+        uniform: U[0, 1) noise of the shape of `x` (numpy array or tensor).
+    """
+    if isinstance(x, np.ndarray):
+        return ((np.round(x * (levels - 1)) + uniform) / levels).astype("float32")
+    return (tf.round(x * (levels - 1)) + uniform) / levels
 
 
 def dataset(
@@ -341,6 +404,7 @@ def dataset(
     seed=None,
     data_dir=None,
     limit=None,
+    dequantize=None,
     **load_kwargs,
 ):
     """A batched, prefetched `tf.data.Dataset` of examples (no labels).
@@ -352,23 +416,38 @@ def dataset(
         binarize: `None`, or `"dynamic"`: every epoch, each grey level p is
             replaced by a new draw of Bernoulli(p), as in the IWAE and LVAE
             papers (Burda et al. 2015; Sønderby et al. 2016).
-        seed: seed of the shuffling and binarization (repeatable runs).
+        dequantize: `None`, or `"uniform"`: every epoch, a new uniform
+            dequantization of the grey levels (see `load`).
+        seed: seed of the shuffling, binarization and dequantization.
         **load_kwargs: `download`, `source`, as for `load`.
     """
     batch_size = _checks.positive_int(batch_size, "batch_size")
-    _checks.one_of(binarize, "binarize", (None, "dynamic"))
+    levels = dequantize_levels(name, dequantize, binarize)
     x = load(name, split, data_dir=data_dir, limit=limit, **load_kwargs)
     data = tf.data.Dataset.from_tensor_slices(x)
     if shuffle:
         data = data.shuffle(len(x), seed=seed, reshuffle_each_iteration=True)
     data = data.batch(batch_size)
+    # A new draw of U[0, 1) noise every epoch binarizes or dequantizes.
     if binarize == "dynamic":
+
+        def transform(batch, uniform):
+            return tf.cast(uniform < batch, tf.float32)
+
+    elif levels:
+
+        def transform(batch, uniform):
+            return uniform_dequantize(batch, levels, uniform)
+
+    else:
+        transform = None
+    if transform is not None:
         keys = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True)
 
         def draw(batch, key):
             key = tf.stack([key, tf.constant(0, tf.int64)])
             uniform = tf.random.stateless_uniform(tf.shape(batch), seed=key)
-            return tf.cast(uniform < batch, tf.float32)
+            return transform(batch, uniform)
 
         data = tf.data.Dataset.zip((data, keys)).map(draw)
     return data.prefetch(tf.data.AUTOTUNE)

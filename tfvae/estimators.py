@@ -206,12 +206,19 @@ def evaluate_log_likelihood(
     }
 
 
-def bits_per_dim(log_likelihood_nats, input_shape):
+def bits_per_dim(log_likelihood_nats, input_shape, levels=None):
     """Negative log-likelihood in bits per data dimension.
 
     bits/dim = -log p(x) / (D * ln 2), with D = prod(input_shape). For
-    continuous data, the log-likelihood must be that of the discrete data
-    (e.g. under a uniform dequantization), or the figure is meaningless.
+    continuous data, the log-likelihood must be that of the discrete data, or
+    the figure is meaningless: with `levels=L`, `log_likelihood_nats` is the
+    log-density of uniformly dequantized data (`tfvae.data.uniform_dequantize`), and
+    the result is that of the discrete data it bounds,
+    -(log p(x) - D log L) / (D * ln 2).
     """
     dims = math.prod(_checks.shape_tuple(input_shape, "input_shape"))
-    return -np.asarray(log_likelihood_nats) / (dims * math.log(2.0))
+    log_likelihood_nats = np.asarray(log_likelihood_nats)
+    if levels is not None:
+        levels = _checks.positive_int(levels, "levels", minimum=2)
+        log_likelihood_nats = log_likelihood_nats - dims * math.log(levels)
+    return -log_likelihood_nats / (dims * math.log(2.0))

@@ -15,11 +15,12 @@ no TensorFlow Probability, no Keras objects. Its signatures, inputs -> outputs
 
 import math
 import os
+import tempfile
 
 import keras
 import tensorflow as tf
 
-from tfvae import _checks, _files, estimators, heads
+from tfvae import _checks, _files, distribute, estimators, heads
 from tfvae._model import LatentVariableModel
 from tfvae.hvae import HierarchicalVAE
 
@@ -133,7 +134,9 @@ def export_saved_model(model, export_dir, version=None, overwrite=False):
             in place, so an interrupted export leaves the old one intact.
 
     Returns:
-        The path of the written SavedModel folder.
+        The path of the written SavedModel folder; `None` on a worker that is
+        not the chief of a multi-worker cluster, which writes nothing
+        (`tfvae.distribute.is_chief`).
 
     Example:
 
@@ -164,6 +167,12 @@ def export_saved_model(model, export_dir, version=None, overwrite=False):
     archive.track(model)
     for name, function, signature in _endpoints(model):
         archive.add_endpoint(name, tf.function(function), input_signature=signature)
+    if not distribute.is_chief(model.distribute_strategy):
+        # Every worker of a multi-worker cluster takes part in the save (it can
+        # read variables through collective ops); only the chief keeps it.
+        with tempfile.TemporaryDirectory(prefix="tfvae-export-") as scratch:
+            archive.write_out(scratch, verbose=False)
+        return None
     with _files.staged_folder(target, prefix=".tfvae-export-") as staging:
         archive.write_out(staging, verbose=False)
     return target

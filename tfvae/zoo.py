@@ -27,8 +27,17 @@ __all__ = ["list", "info", "load", "save_preset", "PresetError"]
 
 # name -> sha256 of model.weights.h5. A preset is listed only once it is here.
 _REGISTRY = {
+    "hvae2_bernoulli_bmnist": (
+        "8820092b1268d6762ee2c6142a667a932a3c5e2c36d8ea2e30878d13347388d1"
+    ),
+    "vae_bernoulli_bmnist": (
+        "33ae6c7d5d71d0fb3daf35947c1ec51682420540e6f8fbe5f40fb475cfa71985"
+    ),
     "vae_bernoulli_bmnist_2d": (
         "d2fb2e2cc118f1ff919e2d7b80d8ad27fed10e85352b7cc7b250801d4905577c"
+    ),
+    "vae_gaussian_digits": (
+        "9b0e87bcb5a1675069f33f1e73afe45fd979a46bfcf55cf5087aa579e13345f5"
     ),
 }
 
@@ -261,6 +270,7 @@ def verify(name, num_samples=5000, subset=None, seed=0, data_dir=None):
         limit=subset,
         seed=seed,
         binarize=metadata["data"].get("binarize"),
+        dequantize=metadata["data"].get("dequantize"),
     )
     measured = tfvae.evaluate_log_likelihood(
         model,
@@ -270,7 +280,13 @@ def verify(name, num_samples=5000, subset=None, seed=0, data_dir=None):
         verbose=0,
     )
     measured["nll_bits_per_dim"] = float(
-        tfvae.bits_per_dim(measured["log_likelihood"], model.input_shape)
+        tfvae.bits_per_dim(
+            measured["log_likelihood"],
+            model.input_shape,
+            levels=data.dequantize_levels(
+                metadata["data"]["name"], metadata["data"].get("dequantize")
+            ),
+        )
     )
     if math.isnan(measured["log_likelihood_stderr"]):
         measured["log_likelihood_stderr"] = 0.0
