@@ -9,6 +9,7 @@ resulting error is re-raised as the same `ValueError` by `data_errors()`.
 import contextlib
 import math
 import numbers
+import re
 
 import numpy as np
 import tensorflow as tf
@@ -187,32 +188,37 @@ def check_finite(values, step):
     """An in-graph assertion that the batch mean of every value is finite.
 
     `values` maps metric names to tensors; `step` is the 1-based training
-    step. The message names the step and the first non-finite metric, and
-    `data_errors` raises it as a `FloatingPointError`.
+    step. No string is formatted in the graph (the step stays cheap):
+    `data_errors` turns a failure into a `FloatingPointError` that names the
+    step and the first non-finite metric.
     """
     names = list(values)
     means = tf.stack([tf.reduce_mean(tf.cast(values[n], "float32")) for n in names])
-    finite = tf.math.is_finite(means)
-    first = tf.argmin(tf.cast(finite, "int32"))
-    message = tf.strings.join(
-        [
-            f"{_NON_FINITE_MARK}training stopped at step ",
-            tf.strings.as_string(step),
-            ": `",
-            tf.gather(names, first),
-            "` is ",
-            tf.strings.as_string(tf.gather(means, first)),
-            " (batch mean). The weights are those from before this step. Lower "
-            "the learning rate, or check the data and the scales of the "
-            "likelihood.",
-        ]
+    return tf.debugging.Assert(
+        tf.reduce_all(tf.math.is_finite(means)),
+        [f"{_NON_FINITE_MARK}{','.join(names)}", step, means],
+        summarize=len(names),
     )
-    return tf.debugging.Assert(tf.reduce_all(finite), [message])
+
+
+def _non_finite_message(detail):
+    """The message of a failed `check_finite`, from its printed data."""
+    # The assertion prints its data in brackets: "[names] [step] [m1 m2 ...]".
+    parts = re.findall(r"\[([^\[\]]*)\]", detail)
+    names = parts[0].removeprefix(_NON_FINITE_MARK).split(",")
+    step, means = parts[1], parts[2].split()
+    bad = [i for i, mean in enumerate(means) if not math.isfinite(float(mean))]
+    name, mean = names[bad[0] if bad else 0], means[bad[0] if bad else 0]
+    return (
+        f"training stopped at step {step}: `{name}` is {mean} (batch mean). The "
+        "weights are those from before this step. Lower the learning rate, or "
+        "check the data and the scales of the likelihood."
+    )
 
 
 @contextlib.contextmanager
 def data_errors():
-    """Re-raises a failed in-graph check: `ValueError` (data) or `FloatingPointError`.
+    """Re-raises a failed in-graph check as `ValueError` or `FloatingPointError`.
 
     A data check fails on bad input; a non-finite check when training
     diverges.
@@ -221,12 +227,11 @@ def data_errors():
         yield
     except tf.errors.InvalidArgumentError as error:
         message = error.message
-        for mark, error_class in (
-            (_MARK, ValueError),
-            (_NON_FINITE_MARK, FloatingPointError),
-        ):
-            if mark in message:
-                detail = message[message.index(mark) + len(mark) :].splitlines()[0]
-                # The assertion prints its message in brackets: "[message]".
-                raise error_class(detail.removesuffix("]")) from error
-        raise
+        if _NON_FINITE_MARK in message:
+            detail = message[message.index(_NON_FINITE_MARK) - 1 :].splitlines()[0]
+            raise FloatingPointError(_non_finite_message(detail)) from error
+        if _MARK not in message:
+            raise
+        detail = message[message.index(_MARK) + len(_MARK) :].splitlines()[0]
+        # The assertion prints its message in brackets: "[message]".
+        raise ValueError(detail.removesuffix("]")) from error
