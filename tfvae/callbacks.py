@@ -72,6 +72,10 @@ class BackupAndRestore(keras.callbacks.BackupAndRestore):
     backup folder holds one complete, self-consistent state, and a resumed run
     continues from the last one that was finished.
 
+    In a multi-worker cluster only the chief writes the backup
+    (`tfvae.distribute.is_chief`); every worker restores from it, so
+    `backup_dir` must be a folder all workers can read.
+
     The arguments are those of `keras.callbacks.BackupAndRestore`
     (`double_checkpoint` is accepted but not needed); `backup_dir` must be a
     local path.
@@ -151,7 +155,8 @@ class HistoryFile(keras.callbacks.Callback):
     without a better one. The state is the file itself, so early stopping
     resumes correctly after an interruption. Restore the best weights after
     `fit` with `model.load_weights(best_weights_path)`; `best_epoch` says
-    which epoch they are from.
+    which epoch they are from. In a multi-worker cluster only the chief writes
+    (`tfvae.distribute.is_chief`); every worker stops at the same epoch.
 
     Args:
         path: the JSON file (its folder must exist).
