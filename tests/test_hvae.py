@@ -250,9 +250,9 @@ def test_bad_data_fails_before_any_step(data, match):
         np.testing.assert_array_equal(a, b)
 
 
-# Measured with this recipe (10 epochs on 10,000 images, warm-up over 5): the
-# validation ELBO goes from -607 to -191 nats and kl_2 ends at 1.9 nats; the
-# same run without warm-up ends at -182 nats with kl_2 = 0.0 (collapsed).
+# Measured with this recipe (10 epochs on 10,000 images, warm-up over 5) on
+# 2026-11-23: the validation ELBO goes from -607 to -183 nats and kl_2 ends at
+# 0.74 nats; the same run without warm-up ends at -182 nats with kl_2 = 2.0.
 EPOCHS, WARMUP, ELBO_GAIN, KL_2_FLOOR = 10, 5, 300.0, 0.5
 
 
@@ -280,6 +280,9 @@ def test_two_layer_model_trains_on_binarized_mnist_without_collapse(binarized_mn
         verbose=0,
     ).history
     after = history["val_elbo"][-1]
+    print(
+        f"val_elbo {before:.0f} -> {after:.0f}, val_kl_2 {history['val_kl_2'][-1]:.2f}"
+    )
     assert after > before + ELBO_GAIN, (before, after)
     assert history["val_kl_2"][-1] > KL_2_FLOOR, history["val_kl_2"]
     assert history["kl_weight"][-1] == 1.0
