@@ -218,6 +218,21 @@ def test_history_file_resumes_its_rows_and_early_stopping(tmp_path):
     assert model.stop_training and second.best_epoch == 2  # epoch 5 is 3 after 2
 
 
+def test_history_file_monitors_another_bound(tmp_path):
+    path, best = tmp_path / "history.json", str(tmp_path / "best.weights.h5")
+    model = small_vae()
+    model.stop_training = False
+    callback = tfvae.callbacks.HistoryFile(
+        path, patience=1, best_weights_path=best, monitor="val_iwae"
+    )
+    callback.set_model(model)
+    for epoch, (elbo, iwae) in enumerate([(-9.0, -8.0), (-9.5, -7.0), (-9.6, -7.5)]):
+        callback.on_epoch_begin(epoch)
+        callback.on_epoch_end(epoch, {"val_elbo": elbo, "val_iwae": iwae})
+    assert callback.best_epoch == 2  # by val_iwae; val_elbo was best at epoch 1
+    assert model.stop_training
+
+
 def test_history_file_without_early_stopping_never_stops(tmp_path):
     model = small_vae()
     model.stop_training = False

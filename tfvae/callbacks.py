@@ -149,8 +149,9 @@ class HistoryFile(keras.callbacks.Callback):
     from are kept, so a run resumed with `keras.callbacks.BackupAndRestore`
     (or `initial_epoch`) continues the same file.
 
-    With `patience` > 0, it also does early stopping on the validation ELBO:
-    the weights of the epoch with the highest `val_elbo` so far are saved to
+    With `patience` > 0, it also does early stopping on `monitor` (the
+    validation ELBO by default): the weights of the epoch with the highest
+    value so far are saved to
     `best_weights_path`, and training stops once `patience` epochs have passed
     without a better one. The state is the file itself, so early stopping
     resumes correctly after an interruption. Restore the best weights after
@@ -164,6 +165,8 @@ class HistoryFile(keras.callbacks.Callback):
             0 turns early stopping off.
         best_weights_path: where the best weights go (a `.weights.h5` file);
             required when `patience` > 0.
+        monitor: the logged value to maximize, `"val_elbo"` by default;
+            `"val_iwae"` for a model trained on the IWAE bound.
 
     Example:
 
@@ -176,9 +179,10 @@ class HistoryFile(keras.callbacks.Callback):
     ```
     """
 
-    def __init__(self, path, patience=0, best_weights_path=None):
+    def __init__(self, path, patience=0, best_weights_path=None, monitor="val_elbo"):
         super().__init__()
         self.path = str(path)
+        self.monitor = monitor
         self.patience = _checks.positive_int(patience, "patience", minimum=0)
         if self.patience and not str(best_weights_path or "").endswith(".weights.h5"):
             raise ValueError(
@@ -190,11 +194,11 @@ class HistoryFile(keras.callbacks.Callback):
 
     @property
     def best_epoch(self):
-        """The epoch (1-based) with the highest `val_elbo`, or None."""
-        rows = [row for row in self.rows or () if "val_elbo" in row]
+        """The epoch (1-based) with the highest `monitor` value, or None."""
+        rows = [row for row in self.rows or () if self.monitor in row]
         if not rows:
             return None
-        return max(rows, key=lambda row: row["val_elbo"])["epoch"]
+        return max(rows, key=lambda row: row[self.monitor])["epoch"]
 
     def on_epoch_begin(self, epoch, logs=None):
         self._epoch_start = time.perf_counter()
@@ -215,10 +219,10 @@ class HistoryFile(keras.callbacks.Callback):
             _files.write_json(self.path, self.rows)
         if not self.patience:
             return
-        if "val_elbo" not in row:
+        if self.monitor not in row:
             raise ValueError(
-                "Early stopping needs `val_elbo` in the logs: pass `validation_data` "
-                f"to `fit`. Logs of epoch {epoch + 1}: {sorted(row)}"
+                f"Early stopping needs `{self.monitor}` in the logs: pass "
+                f"`validation_data` to `fit`. Logs of epoch {epoch + 1}: {sorted(row)}"
             )
         best = self.best_epoch
         if best == epoch + 1 and chief:
@@ -228,5 +232,5 @@ class HistoryFile(keras.callbacks.Callback):
             self.model.save_weights(partial)
             os.replace(partial, self.best_weights_path)
         elif epoch + 1 - best >= self.patience:
-            print(f"early stopping: no better val_elbo since epoch {best}")
+            print(f"early stopping: no better {self.monitor} since epoch {best}")
             self.model.stop_training = True

@@ -355,6 +355,8 @@ def _train(args):
         os.path.join(args.out, "history.json"),
         patience=config["early_stopping"],
         best_weights_path=best_path,
+        # Early stopping watches the bound being trained.
+        monitor=f"val_{config['objective']}",
     )
     checkpoints = os.path.join(args.out, "checkpoints")
     os.makedirs(checkpoints, exist_ok=True)
