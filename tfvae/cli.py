@@ -116,8 +116,9 @@ def _parser():
         "--early-stopping",
         type=_non_negative_int,
         metavar="PATIENCE",
-        help="stop after PATIENCE epochs without a better validation ELBO and keep "
-        "the best epoch's weights (0: off)",
+        help="stop after PATIENCE epochs without a better validation bound (the "
+        "ELBO, or the IWAE bound under --objective iwae) and keep the best "
+        "epoch's weights (0: off)",
     )
     train.add_argument("--seed", type=int)
     train.add_argument("--verbose", type=int, choices=[0, 1, 2], default=1)

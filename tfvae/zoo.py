@@ -31,7 +31,7 @@ _REGISTRY = {
         "8820092b1268d6762ee2c6142a667a932a3c5e2c36d8ea2e30878d13347388d1"
     ),
     "vae_bernoulli_bmnist": (
-        "33ae6c7d5d71d0fb3daf35947c1ec51682420540e6f8fbe5f40fb475cfa71985"
+        "9c652ff664449977afaffb10a7916d5ad9a71ef20887631ba5a99a919faab5da"
     ),
     "vae_bernoulli_bmnist_2d": (
         "d2fb2e2cc118f1ff919e2d7b80d8ad27fed10e85352b7cc7b250801d4905577c"
