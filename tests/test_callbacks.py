@@ -18,15 +18,16 @@ class RecordWeight(keras.callbacks.Callback):
         self.weights.append(float(self.model.kl_weight.numpy()))
 
 
+@pytest.mark.parametrize("steps_per_execution", [1, 2])
 @pytest.mark.parametrize("model_class", [tfvae.VAE, tfvae.HierarchicalVAE])
-def test_kl_warmup_ramps_linearly_to_beta(model_class):
+def test_kl_warmup_ramps_linearly_to_beta(model_class, steps_per_execution):
     if model_class is tfvae.VAE:
         model = tfvae.VAE(input_shape=(12,), latent_dim=2, hidden_units=(8,), beta=0.8)
     else:
         model = tfvae.HierarchicalVAE(
             input_shape=(12,), latent_dims=(3, 2), hidden_units=((8,), (4,)), beta=0.8
         )
-    model.compile(optimizer="adam")
+    model.compile(optimizer="adam", steps_per_execution=steps_per_execution)
     record = RecordWeight()
     history = model.fit(
         X_BIN,
@@ -35,11 +36,14 @@ def test_kl_warmup_ramps_linearly_to_beta(model_class):
         callbacks=[tfvae.callbacks.KLWarmup(epochs=2), record],
         verbose=0,
     )
-    expected = [0.8 * min(1.0, (e + b / 4) / 2) for e in range(3) for b in range(4)]
+    # Set before each call of the compiled step, which runs
+    # `steps_per_execution` batches.
+    starts = range(0, 4, steps_per_execution)
+    expected = [0.8 * min(1.0, (e + b / 4) / 2) for e in range(3) for b in starts]
     np.testing.assert_allclose(record.weights, expected, rtol=1e-6)
     np.testing.assert_allclose(
-        history.history["kl_weight"], expected[3::4], rtol=1e-6
-    )  # the history logs the weight of each epoch's last batch
+        history.history["kl_weight"], expected[len(starts) - 1 :: len(starts)]
+    )  # the history logs the weight of each epoch's last call
     assert model.beta == 0.8  # the configured value is unchanged
 
 

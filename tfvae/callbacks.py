@@ -20,9 +20,13 @@ class KLWarmup(keras.callbacks.Callback):
     Deep hierarchies collapse (upper layers carry no information) when the KL
     term weighs fully from the first step; warming it up lets the layers learn
     to encode first (Sønderby et al. 2016; Bowman et al. 2016). The weight,
-    `model.kl_weight`, is updated before every training batch:
-    beta * min(1, (epoch + batch / steps_per_epoch) / epochs), so it is 0 at the
-    start of training and reaches `beta` after `epochs` epochs. It is logged
+    `model.kl_weight`, is updated before every call of the compiled training
+    step: beta * min(1, (epoch + batch / steps_per_epoch) / epochs), so it is 0
+    at the start of training and reaches `beta` after `epochs` epochs. A call
+    runs `steps_per_execution` batches (10 by default in tfvae's `compile`),
+    so the ramp rises in steps of 10 batches: 1,000 steps over a 20-epoch
+    warm-up of 500 batches each; compile with `steps_per_execution=1` for a
+    step per batch. It is logged
     as `kl_weight` in the history at the end of each epoch. Resuming with
     `initial_epoch` continues the ramp where it was.
 
