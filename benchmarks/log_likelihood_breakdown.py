@@ -2,9 +2,10 @@
 
 One chunk of the K = 5000 estimate for the 784-200-200-50 tanh Bernoulli VAE
 is one example x 5,000 samples. This times, in one process, the whole chunk
-and its parts, each a `tf.function` on the chunk's shapes: the counter-based
-noise, the decoder's hidden layers (matmuls, biases, tanh), the fused
-Bernoulli log-likelihood (last matmul, bias, normalizer), and the reference of
+(in one block of 5,000 samples, and in blocks of 1,000) and its parts, each
+a `tf.function` on the chunk's shapes: the counter-based noise, the
+decoder's hidden layers (matmuls, biases, tanh), the fused Bernoulli
+log-likelihood (last matmul, bias, normalizer), and the reference of
 `log_likelihood_throughput.py` (the decoder's three matmuls alone). Rounds
 alternate over the parts; each figure is the median over rounds of the median
 of `--calls` calls.
@@ -70,8 +71,11 @@ def parts(model, x):
     )
     normalizer = tf.function(lambda: heads.sum_softplus(logits)[0])
     return {
-        "whole chunk (log_likelihood)": lambda: chunk(
-            x, index, tf.constant(0), seed, SAMPLES
+        "whole chunk (log_likelihood)": lambda: chunk(x, index, seed, SAMPLES, SAMPLES)[
+            0
+        ].numpy(),
+        "  the same in blocks of 1000 samples": lambda: chunk(
+            x, index, seed, SAMPLES, 1000
         )[0].numpy(),
         "three matmuls alone (reference)": lambda: matmuls().numpy(),
         "noise (counter_normal)": lambda: noise().numpy(),

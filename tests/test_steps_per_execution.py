@@ -105,3 +105,17 @@ def test_mirrored_strategy_defaults_to_one_step_and_refuses_more():
         assert model.steps_per_execution == 1
         with pytest.raises(ValueError, match=r"steps_per_execution=10 fails under"):
             model.compile(optimizer="adam", steps_per_execution=10)
+
+
+def test_a_saved_model_loads_compiled_as_it_was(tmp_path):
+    model = small_vae(steps_per_execution=4)
+    model.fit(X, batch_size=50, epochs=1, verbose=0)
+    model.save(tmp_path / "m.keras")
+    loaded = keras.models.load_model(tmp_path / "m.keras")
+    assert loaded.compiled and loaded.steps_per_execution == 4
+    assert isinstance(loaded.optimizer, keras.optimizers.Adam)
+    assert int(loaded.optimizer.iterations.numpy()) == 21
+    strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+    with strategy.scope():
+        mirrored = keras.models.load_model(tmp_path / "m.keras")
+    assert mirrored.compiled and mirrored.steps_per_execution == 1

@@ -220,10 +220,11 @@ class LatentVariableModel(keras.Model):
         the K-sample IWAE bound: below log p(x) in expectation, tight as K
         grows. Published results use K = 5000 on the test set.
 
-        Examples and samples are processed in chunks sized from
-        `memory_budget`; the noise of sample k of example i depends only on
-        `(seed, i, k)`, so the result does not depend on the chunking or on
-        `batch_size`. Log-sum-exp keeps float32 stable for any K.
+        Examples are processed in chunks (one call of a compiled function
+        each), and the samples of a chunk in blocks evaluated one after the
+        other, sized from `memory_budget`; the noise of sample k of example i
+        depends only on `(seed, i, k)`, so the result does not depend on the
+        chunking or on `batch_size`. Log-sum-exp keeps float32 stable for any K.
 
         References: Burda, Grosse & Salakhutdinov (2015), Importance Weighted
         Autoencoders; Rezende et al. (2014), Appendix E.
@@ -231,10 +232,12 @@ class LatentVariableModel(keras.Model):
         Args:
             x: an array of examples, shape (n, *input_shape).
             num_samples: K, importance samples per example.
-            batch_size: examples per chunk; `None` derives it from the budget.
+            batch_size: examples per chunk; `None` takes enough (up to 32,768
+                example-sample pairs) to amortize the cost of a call.
             seed: an int; `None` draws one from the model's seed generator.
-            memory_budget: bytes of activations one chunk may use (an
-                estimate; default 256 MiB).
+            memory_budget: bytes of activations one block may use (an
+                estimate; default 256 MiB). Blocks are at most 1,024 pairs,
+                so that their activations stay in the CPU caches.
             verbose: `"auto"` shows a progress bar when n * K >= 10^6; 0 or 1.
 
         Returns:
@@ -412,10 +415,7 @@ class LatentVariableModel(keras.Model):
         """
         arguments = inspect.signature(keras.Model.compile).bind(self, *args, **kwargs)
         strategy = self.distribute_strategy
-        mirrored = isinstance(
-            strategy,
-            (tf.distribute.MirroredStrategy, tf.distribute.MultiWorkerMirroredStrategy),
-        )
+        mirrored = self._under_mirrored_strategy()
         steps = arguments.arguments.setdefault(
             "steps_per_execution", 1 if mirrored else _STEPS_PER_EXECUTION
         )
@@ -427,6 +427,26 @@ class LatentVariableModel(keras.Model):
                 "steps_per_execution=1, the default under such a strategy."
             )
         super().compile(*arguments.args[1:], **arguments.kwargs)
+
+    def _under_mirrored_strategy(self):
+        return isinstance(
+            self.distribute_strategy,
+            (tf.distribute.MirroredStrategy, tf.distribute.MultiWorkerMirroredStrategy),
+        )
+
+    def compile_from_config(self, config):
+        """Compiles a loaded model as it was saved.
+
+        Keras does this itself only for models that keep its `compile`. A
+        model saved with several steps per execution and loaded under a
+        mirrored strategy gets 1, the only value that works there.
+        """
+        config = keras.saving.deserialize_keras_object(config)
+        if self._under_mirrored_strategy():
+            config["steps_per_execution"] = 1
+        self.compile(**config)
+        if getattr(self, "optimizer", None) is not None and self.built:
+            self.optimizer.build(self.trainable_variables)
 
     def fit(self, x=None, y=None, *args, **kwargs):
         if self.jit_compile:
