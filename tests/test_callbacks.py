@@ -36,15 +36,65 @@ def test_kl_warmup_ramps_linearly_to_beta(model_class, steps_per_execution):
         callbacks=[tfvae.callbacks.KLWarmup(epochs=2), record],
         verbose=0,
     )
+    per_batch = [0.8 * min(1.0, (e + b / 4) / 2) for e in range(3) for b in range(4)]
     # Set before each call of the compiled step, which runs
-    # `steps_per_execution` batches.
-    starts = range(0, 4, steps_per_execution)
-    expected = [0.8 * min(1.0, (e + b / 4) / 2) for e in range(3) for b in starts]
-    np.testing.assert_allclose(record.weights, expected, rtol=1e-6)
+    # `steps_per_execution` batches (each computes its own weight).
     np.testing.assert_allclose(
-        history.history["kl_weight"], expected[len(starts) - 1 :: len(starts)]
-    )  # the history logs the weight of each epoch's last call
+        record.weights, per_batch[::steps_per_execution], rtol=1e-6
+    )
+    np.testing.assert_allclose(
+        history.history["kl_weight"], per_batch[3::4], rtol=1e-6
+    )  # the history logs the weight of each epoch's last batch
     assert model.beta == 0.8  # the configured value is unchanged
+
+
+@pytest.mark.parametrize("model_class", [tfvae.VAE, tfvae.HierarchicalVAE])
+def test_kl_warmup_ramps_every_batch_whatever_the_steps_per_execution(model_class):
+    # Each batch of a 10-batch call computes its own weight: training gives the
+    # weights of one batch per call (where the callback sets every weight).
+    trained, initial = [], None
+    for steps_per_execution in (1, 10):
+        if model_class is tfvae.VAE:
+            model = tfvae.VAE(
+                input_shape=(12,), latent_dim=2, hidden_units=(8,), seed=0
+            )
+        else:
+            model = tfvae.HierarchicalVAE(
+                input_shape=(12,),
+                latent_dims=(3, 2),
+                hidden_units=((8,), (4,)),
+                seed=0,
+            )
+        model.compile(optimizer="adam", steps_per_execution=steps_per_execution)
+        if initial is None:
+            initial = model.get_weights()
+        model.set_weights(initial)
+        history = model.fit(
+            X_BIN,
+            batch_size=20,  # 20 batches per epoch: 2 calls of 10
+            epochs=2,
+            shuffle=False,
+            callbacks=[tfvae.callbacks.KLWarmup(epochs=3)],
+            verbose=0,
+        ).history
+        trained.append((model, history))
+    (one, one_history), (ten, ten_history) = trained
+    for a, b in zip(one.get_weights(), ten.get_weights(), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(ten_history["loss"], one_history["loss"], rtol=1e-5)
+    assert ten_history["kl_weight"] == one_history["kl_weight"]
+
+
+def test_kl_weight_stays_put_in_a_later_fit_without_warmup():
+    model = tfvae.VAE(input_shape=(12,), latent_dim=2, hidden_units=(8,))
+    model.compile(optimizer="adam")
+    model.fit(
+        X_BIN, batch_size=20, callbacks=[tfvae.callbacks.KLWarmup(epochs=4)], verbose=0
+    )
+    weight = float(model.kl_weight.numpy())
+    assert 0.2 < weight < 0.25  # the weight of the epoch's last batch, 19/80
+    model.fit(X_BIN, batch_size=20, verbose=0)
+    assert float(model.kl_weight.numpy()) == weight
 
 
 def test_kl_warmup_resumes_where_it_was():

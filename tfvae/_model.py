@@ -75,6 +75,14 @@ class LatentVariableModel(keras.Model):
         self.kl_weight = keras.Variable(
             self.beta, trainable=False, name="kl_weight", dtype="float32"
         )
+        # The warm-up schedule within one call of the compiled step, set by
+        # `tfvae.callbacks.KLWarmup` (see `_scheduled_kl_weight`). Not a model
+        # weight: kept out of Keras' tracking, so it is never saved.
+        object.__setattr__(
+            self,
+            "_kl_schedule",
+            tf.Variable(tf.zeros(5, tf.float64), trainable=False, name="kl_schedule"),
+        )
 
     def build(self, input_shape=None):
         if input_shape is not None:
@@ -364,7 +372,29 @@ class LatentVariableModel(keras.Model):
             results = {name: value[None] for name, value in results.items()}
         return results
 
+    def _scheduled_kl_weight(self):
+        """Sets `kl_weight` for this step from the schedule of its execution.
+
+        `KLWarmup` sets the KL weight before each call of the compiled step,
+        which runs `steps_per_execution` batches. So that the ramp moves at
+        every batch all the same, it also stores (iteration, epoch, batch,
+        steps per epoch, warm-up epochs) of the call's first batch, and each
+        step computes its own weight from them, with the callback's formula in
+        float64: the same weights as one step per call. Steps per epoch 0
+        (no schedule, the state outside `KLWarmup`) leaves the weight alone.
+        """
+        first, epoch, batch, steps, epochs = tf.unstack(self._kl_schedule)
+        step = tf.cast(self.optimizer.iterations, tf.float64) - first
+        progress = tf.minimum(
+            tf.constant(1.0, tf.float64),
+            (epoch + (batch + step) / tf.maximum(steps, 1.0)) / tf.maximum(epochs, 1.0),
+        )
+        weight = tf.cast(self.beta * progress, "float32")
+        self.kl_weight.assign(tf.where(steps > 0, weight, self.kl_weight))
+
     def train_step(self, data):
+        if self.steps_per_execution > 1:
+            self._scheduled_kl_weight()
         with tf.GradientTape() as tape:
             loss, values, sample_weight = self._step_terms(data, training=True)
             # Under a tf.distribute strategy, gradients are summed over the
@@ -400,9 +430,9 @@ class LatentVariableModel(keras.Model):
         Python after each one costs much of that: 10 steps per call trained
         1.3x to 1.4x faster on a 2-core CPU (see `BENCHMARKS.md`).
         What it changes: batch-level callbacks (`on_train_batch_begin/end`,
-        the progress bar, `tfvae.callbacks.KLWarmup`) run once per 10
-        batches. Pass `steps_per_execution=1` for a callback that must see
-        every batch.
+        the progress bar) run once per 10 batches. Pass
+        `steps_per_execution=1` for a callback that must see every batch.
+        (`tfvae.callbacks.KLWarmup` still ramps at every batch.)
 
         Under `tf.distribute.MirroredStrategy` and
         `MultiWorkerMirroredStrategy` the default is 1, and any other value
@@ -449,6 +479,7 @@ class LatentVariableModel(keras.Model):
             self.optimizer.build(self.trainable_variables)
 
     def fit(self, x=None, y=None, *args, **kwargs):
+        self._kl_schedule.assign(tf.zeros(5, tf.float64))  # until KLWarmup sets one
         if self.jit_compile:
             arguments = inspect.signature(keras.Model.fit).bind(
                 self, x, y, *args, **kwargs
