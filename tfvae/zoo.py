@@ -28,7 +28,7 @@ __all__ = ["list", "info", "load", "save_preset", "PresetError"]
 # name -> sha256 of model.weights.h5. A preset is listed only once it is here.
 _REGISTRY = {
     "hvae2_bernoulli_bmnist": (
-        "8820092b1268d6762ee2c6142a667a932a3c5e2c36d8ea2e30878d13347388d1"
+        "06e89f1c3b8e13609e801a21d4cd12431e78b7374856a431089102fd95b81444"
     ),
     "vae_bernoulli_bmnist": (
         "9c652ff664449977afaffb10a7916d5ad9a71ef20887631ba5a99a919faab5da"
