@@ -18,27 +18,18 @@ Usage:
 import argparse
 import os
 import statistics
-import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
+from serving_latency import median_seconds  # noqa: E402
 
 import tfvae  # noqa: E402
 from tfvae import estimators, heads  # noqa: E402
 
 SAMPLES, HIDDEN, LATENT, PIXELS = 5000, (200, 200), 50, 784
-
-
-def median_call(function, calls):
-    times = []
-    for _ in range(calls):
-        start = time.perf_counter()
-        function()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def parts(model, x):
@@ -101,12 +92,10 @@ def main(argv=None):
     )
     x = tf.constant((np.random.default_rng(0).random((1, PIXELS)) < 0.13), "float32")
     pieces = parts(model, x)
-    for run in pieces.values():
-        run()  # trace
     times = {name: [] for name in pieces}
     for _ in range(args.rounds):
         for name, run in pieces.items():
-            times[name].append(median_call(run, args.calls))
+            times[name].append(median_seconds(run, calls=args.calls))
     medians = {name: statistics.median(values) for name, values in times.items()}
     chunk = medians["whole chunk (log_likelihood)"]
     print(

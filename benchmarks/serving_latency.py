@@ -37,12 +37,13 @@ def folder_size(path):
     )
 
 
-def median_seconds(function, x, calls):
-    function(x)  # warm-up
+def median_seconds(function, *args, calls):
+    """Median wall time of `calls` calls of `function(*args)`, after a warm-up."""
+    function(*args)  # warm-up
     times = []
     for _ in range(calls):
         start = time.perf_counter()
-        function(x)
+        function(*args)
         times.append(time.perf_counter() - start)
     return statistics.median(times)
 
@@ -74,8 +75,8 @@ def main(argv=None):
     batch = tf.constant(rng.random((256, 784)) < 0.13, tf.float32)
     for _ in range(args.rounds):
         for name, function in candidates.items():
-            latency[name].append(median_seconds(function, one, args.calls))
-            seconds = median_seconds(function, batch, max(1, args.calls // 4))
+            latency[name].append(median_seconds(function, one, calls=args.calls))
+            seconds = median_seconds(function, batch, calls=max(1, args.calls // 4))
             throughput[name].append(256 / seconds)
 
     print(

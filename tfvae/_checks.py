@@ -209,10 +209,24 @@ def _non_finite_message(detail):
     step, means = parts[1], parts[2].split()
     bad = [i for i, mean in enumerate(means) if not math.isfinite(float(mean))]
     name, mean = names[bad[0] if bad else 0], means[bad[0] if bad else 0]
+    return divergence_message(
+        step, name, mean, "batch mean", "The weights are those from before this step."
+    )
+
+
+def divergence_message(step, name, value, averaged_over, weights):
+    """The message of the `FloatingPointError` that stops a diverged run.
+
+    Args:
+        step: the 1-based training step.
+        name, value: the first non-finite metric and its value.
+        averaged_over: what the value is a mean over.
+        weights: a sentence on the state the weights are left in.
+    """
     return (
-        f"training stopped at step {step}: `{name}` is {mean} (batch mean). The "
-        "weights are those from before this step. Lower the learning rate, or "
-        "check the data and the scales of the likelihood."
+        f"training stopped at step {step}: `{name}` is {value} ({averaged_over}). "
+        f"{weights} Lower the learning rate, or check the data and the scales of "
+        "the likelihood."
     )
 
 

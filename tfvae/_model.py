@@ -586,11 +586,14 @@ class _StopOnNonFiniteLogs(keras.callbacks.Callback):
             if not math.isfinite(value):
                 step = int(self.model.optimizer.iterations.numpy())
                 raise FloatingPointError(
-                    f"training stopped at step {step}: `{name}` is {value} (mean "
-                    "over the epoch so far). Under XLA the check runs after the "
-                    "step's update, so the weights may hold non-finite values. "
-                    "Lower the learning rate, or check the data and the "
-                    "likelihood's scales."
+                    _checks.divergence_message(
+                        step,
+                        name,
+                        value,
+                        "mean over the epoch so far",
+                        "Under XLA the check runs after the step's update, so "
+                        "the weights may hold non-finite values.",
+                    )
                 )
 
 
