@@ -48,10 +48,14 @@ def test_kl_warmup_ramps_linearly_to_beta(model_class, steps_per_execution):
     assert model.beta == 0.8  # the configured value is unchanged
 
 
+@pytest.mark.parametrize("jit_compile", [False, True], ids=["default", "xla"])
 @pytest.mark.parametrize("model_class", [tfvae.VAE, tfvae.HierarchicalVAE])
-def test_kl_warmup_ramps_every_batch_whatever_the_steps_per_execution(model_class):
+def test_kl_warmup_ramps_every_batch_whatever_the_steps_per_execution(
+    model_class, jit_compile
+):
     # Each batch of a 10-batch call computes its own weight: training gives the
-    # weights of one batch per call (where the callback sets every weight).
+    # weights of one batch per call (where the callback sets every weight),
+    # also when the 10-batch calls are compiled with XLA.
     trained, initial = [], None
     for steps_per_execution in (1, 10):
         if model_class is tfvae.VAE:
@@ -65,7 +69,11 @@ def test_kl_warmup_ramps_every_batch_whatever_the_steps_per_execution(model_clas
                 hidden_units=((8,), (4,)),
                 seed=0,
             )
-        model.compile(optimizer="adam", steps_per_execution=steps_per_execution)
+        model.compile(
+            optimizer="adam",
+            steps_per_execution=steps_per_execution,
+            jit_compile=jit_compile and steps_per_execution > 1,
+        )
         if initial is None:
             initial = model.get_weights()
         model.set_weights(initial)
