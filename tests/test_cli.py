@@ -185,6 +185,7 @@ def test_train_from_a_config_file(tmp_path, suffix, binarized_mnist):
         "warmup": 2,
         "objective": "iwae",
         "num_samples": 3,
+        "inference": "ladder",
     }
     path = tmp_path / f"config.{suffix}"
     if suffix == "json":
@@ -196,6 +197,8 @@ def test_train_from_a_config_file(tmp_path, suffix, binarized_mnist):
     assert {"iwae", "kl_1", "kl_2", "kl_weight"} <= set(history[0])
     saved = json.loads((tmp_path / "run" / "run.json").read_text())
     assert saved["model"] == "hvae" and saved["warmup"] == 2
+    model = keras.models.load_model(tmp_path / "run" / "model.keras")
+    assert model.inference == "ladder"
 
 
 @pytest.mark.slow
@@ -231,6 +234,10 @@ def test_resume_after_a_kill_reaches_the_same_number_of_epochs(
     done = len(json.loads(history.read_text()))
     assert 1 <= done < 30, "the run must be killed mid-way"
     assert not (out / "model.keras").exists()
+    # A run started before an option existed resumes with its default.
+    config = json.loads((out / "run.json").read_text())
+    del config["inference"]
+    (out / "run.json").write_text(json.dumps(config))
 
     result = run("train", "--resume", "--out", out, "--verbose", "2")
     epochs = [row["epoch"] for row in json.loads(history.read_text())]
@@ -298,6 +305,10 @@ def test_early_stopping_keeps_the_best_epoch(tmp_path):
         (
             ["train", "--early-stopping", "-1", "--out", "OUT"],
             "argument --early-stopping: must be >= 0",
+        ),
+        (
+            ["train", "--inference", "ladder", "--out", "OUT"],
+            "--inference ladder applies to --model hvae only",
         ),
     ],
 )

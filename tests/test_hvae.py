@@ -64,20 +64,56 @@ def hand_elbo_two_layers(model, x, noise):
     return (log_px - kl_1 - kl_2).mean(0)
 
 
+def hand_elbo_two_layers_ladder(model, x, noise):
+    """The same under ladder inference: z_2 ~ q(z_2|x), then z_1 from the
+    precision-weighted product of the upward estimate and p(z_1|z_2)."""
+    d1 = model.latent_dims[0]
+    e1, e2 = noise[..., :d1], noise[..., d1:]
+    act = "tanh"
+    up_1 = dense(x, model.inference_networks[0].layers[-1], act)
+    m1, s1 = gaussian_params(up_1, model.posteriors[0])
+    mu2, s2 = gaussian_params(
+        dense(up_1, model.inference_networks[1].layers[-1], act), model.posteriors[1]
+    )
+    z2 = mu2 + s2 * e2  # (S, B, d2)
+    pm, ps = gaussian_params(
+        dense(z2, model.generative_networks[1].layers[-1], act), model.conditionals[0]
+    )
+    variance = 1 / (s1**-2 + ps**-2)
+    mu1, sigma1 = variance * (m1 * s1**-2 + pm * ps**-2), np.sqrt(variance)
+    z1 = mu1 + sigma1 * e1
+    logits = dense(
+        dense(z1, model.generative_networks[0].layers[-1], act), model.likelihood
+    )
+    log_px = (x * log_sigmoid(logits) + (1 - x) * log_sigmoid(-logits)).sum(-1)
+    kl_1 = (normal_log_density(z1, mu1, sigma1) - normal_log_density(z1, pm, ps)).sum(
+        -1
+    )
+    kl_2 = 0.5 * (mu2**2 + s2**2 - 1 - np.log(s2**2)).sum(-1)  # closed form, top
+    return (log_px - kl_1 - kl_2).mean(0)
+
+
+@pytest.mark.parametrize("inference", ["bottom_up", "ladder"])
 @pytest.mark.parametrize("num_samples", [1, 3])
-def test_two_layer_elbo_equals_hand_computation(num_samples):
-    model = small_hvae()
+def test_two_layer_elbo_equals_hand_computation(num_samples, inference):
+    model = small_hvae(inference=inference)
     randomize_biases(model)
     x = X_BIN[:10]
     noise = keras.random.normal((num_samples, 10, 6), seed=3).numpy()
     elbo = model.elbo(x, num_samples=num_samples, seed=3).numpy()
-    expected = hand_elbo_two_layers(model, x.astype("float64"), noise)
+    hand = (
+        hand_elbo_two_layers
+        if inference == "bottom_up"
+        else hand_elbo_two_layers_ladder
+    )
+    expected = hand(model, x.astype("float64"), noise)
     np.testing.assert_allclose(elbo, expected, atol=1e-4, rtol=1e-6)
 
 
+@pytest.mark.parametrize("inference", ["bottom_up", "ladder"])
 @pytest.mark.parametrize("num_samples", [1, 3])
-def test_one_layer_equals_the_vae(num_samples):
-    hvae = small_hvae(latent_dims=(3,), hidden_units=((8,),))
+def test_one_layer_equals_the_vae(num_samples, inference):
+    hvae = small_hvae(latent_dims=(3,), hidden_units=((8,),), inference=inference)
     vae = tfvae.VAE(
         input_shape=(12,), latent_dim=3, hidden_units=(8,), activation="tanh"
     )
@@ -97,12 +133,13 @@ def test_one_layer_equals_the_vae(num_samples):
     np.testing.assert_allclose(hvae.sample(4, seed=2), vae.sample(4, seed=2), rtol=1e-6)
 
 
-def test_one_sample_elbo_is_unbiased():
+@pytest.mark.parametrize("inference", ["bottom_up", "ladder"])
+def test_one_sample_elbo_is_unbiased(inference):
     # For each of 4 examples: 4000 single-sample estimates, against 200
     # estimates of 100 samples each. The means agree within 4 standard errors
     # of their difference; examples are kept apart, so a mix-up of samples
     # between examples in the many-sample path would show.
-    model = small_hvae()
+    model = small_hvae(inference=inference)
     randomize_biases(model, scale=1.0)
     one = model.elbo(np.repeat(X_BIN[:4], 4000, axis=0), seed=1).numpy().reshape(4, -1)
     many = model.elbo(np.repeat(X_BIN[:4], 200, axis=0), num_samples=100, seed=2)
@@ -130,8 +167,11 @@ def test_sample_shape_and_range(likelihood, low, high):
     np.testing.assert_array_equal(samples, model.sample(7, seed=0))
 
 
-def test_any_number_of_layers_and_the_methods():
-    model = small_hvae(latent_dims=(5, 3, 2), hidden_units=((8,), (), (4, 4)))
+@pytest.mark.parametrize("inference", ["bottom_up", "ladder"])
+def test_any_number_of_layers_and_the_methods(inference):
+    model = small_hvae(
+        latent_dims=(5, 3, 2), hidden_units=((8,), (), (4, 4)), inference=inference
+    )
     x = X_BIN[:6]
     posteriors = model.encode(x, seed=1)
     assert [q.event_shape for q in posteriors] == [(5,), (3,), (2,)]
@@ -144,6 +184,41 @@ def test_any_number_of_layers_and_the_methods():
     model.compile(optimizer="adam")
     history = model.fit(X_BIN, batch_size=100, verbose=0)
     assert {"kl_1", "kl_2", "kl_3"} <= set(history.history)
+
+
+def test_ladder_encodes_top_down():
+    model = small_hvae(latent_dims=(5, 3, 2), hidden_units=((8,), (), (4,)))
+    ladder = small_hvae(
+        latent_dims=(5, 3, 2), hidden_units=((8,), (), (4,)), inference="ladder"
+    )
+    assert len(ladder.weights) == len(model.weights)  # no extra weights
+    randomize_biases(ladder)
+    x = X_BIN[:6]
+    # The top posterior depends on x alone: it is the upward estimate.
+    q_top = ladder.encode(x, seed=1)[-1]
+    np.testing.assert_array_equal(q_top.mean(), ladder.encode(x, seed=2)[-1].mean())
+    # The lower ones depend on the sample above them.
+    q_1 = ladder.encode(x, seed=1)[0]
+    assert not np.allclose(q_1.mean(), ladder.encode(x, seed=2)[0].mean())
+    # sample=False conditions on means, top-down; `call` decodes that z_1's mean.
+    means = ladder.encode(x, sample=False)
+    again = ladder.encode(x, sample=False)
+    for a, b in zip(means, again, strict=True):
+        np.testing.assert_array_equal(a.mean(), b.mean())
+    p_1 = ladder._conditional(1, means[1].mean())  # p(z_1 | E_q[z_2])
+    q_hat = ladder._posterior(1, x)
+    precision = q_hat.stddev() ** -2 + p_1.stddev() ** -2
+    np.testing.assert_allclose(means[0].stddev(), precision**-0.5, rtol=1e-5)
+    np.testing.assert_allclose(
+        means[0].mean(),
+        (q_hat.mean() * q_hat.stddev() ** -2 + p_1.mean() * p_1.stddev() ** -2)
+        / precision,
+        rtol=1e-5,
+        atol=1e-6,
+    )
+    np.testing.assert_allclose(
+        ladder(x), ladder.decode(means[0].mean()).mean(), rtol=1e-6
+    )
 
 
 def test_per_layer_kl_metrics_add_up_and_are_non_negative():
@@ -196,6 +271,7 @@ def test_free_bits_stop_the_kl_gradient_below_the_threshold():
         {},
         {"likelihood": heads.GaussianHead(scale=0.3), "num_samples": 2, "beta": 0.5},
         {"latent_dims": (3,), "hidden_units": ((),), "free_bits": 0.5, "seed": 3},
+        {"inference": "ladder"},
     ],
 )
 def test_config_and_keras_round_trips(kwargs, tmp_path):
@@ -223,6 +299,10 @@ def test_config_and_keras_round_trips(kwargs, tmp_path):
         ({"beta": -1.0}, "beta=-1.0"),
         ({"free_bits": -0.5}, "free_bits=-0.5"),
         ({"likelihood": "laplace"}, "Valid names"),
+        (
+            {"inference": "top_down"},
+            r"\('bottom_up', 'ladder'\). Received: inference='top_down'",
+        ),
     ],
 )
 def test_bad_constructor_arguments(kwargs, match):

@@ -24,6 +24,7 @@ _TRAIN_DEFAULTS = {
     "num_samples": 1,
     "free_bits": 0.0,
     "objective": "elbo",
+    "inference": "bottom_up",
     "dataset": "binarized_mnist",
     "binarize": None,
     "dequantize": None,
@@ -96,6 +97,12 @@ def _parser():
     train.add_argument("--num-samples", type=_positive_int)
     train.add_argument("--free-bits", type=float)
     train.add_argument("--objective", choices=["elbo", "iwae"])
+    train.add_argument(
+        "--inference",
+        choices=["bottom_up", "ladder"],
+        help="hvae inference model: bottom_up (q(z_2|z_1), default) or ladder "
+        "(top-down, Sønderby et al. 2016)",
+    )
     train.add_argument(
         "--dataset", help="binarized_mnist, mnist, fashion_mnist, digits or a file"
     )
@@ -285,6 +292,7 @@ def build_model(config, input_shape):
     return tfvae.HierarchicalVAE(
         latent_dims=_widths(config["latent_dims"]),
         hidden_units=tuple(_widths(layer) for layer in str(hidden).split(";")),
+        inference=config["inference"],
         **common,
     )
 
@@ -302,7 +310,8 @@ def _train(args):
         if not os.path.exists(run_file):
             raise UsageError(f"nothing to resume in {args.out}: no run.json")
         with open(run_file) as file:
-            config = json.load(file)
+            # Options added since the run started take their defaults.
+            config = {**_TRAIN_DEFAULTS, **json.load(file)}
         if os.path.exists(os.path.join(args.out, "model.keras")):
             raise UsageError(f"the run in {args.out} is already complete (model.keras)")
     else:
@@ -318,6 +327,11 @@ def _train(args):
             value = getattr(args, key, None)
             if value is not None:
                 config[key] = value
+        if config["model"] == "vae" and config["inference"] != "bottom_up":
+            raise UsageError(
+                f"--inference {config['inference']} applies to --model hvae only; "
+                "expected bottom_up (the default) for --model vae"
+            )
         os.makedirs(args.out, exist_ok=True)
     keras.utils.set_random_seed(config["seed"])
     train = data.dataset(

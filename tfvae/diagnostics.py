@@ -2,6 +2,7 @@
 
 Both take averages over a data set (and, for the upper layers of a
 hierarchy, over `num_samples` ancestral samples of the inference chain).
+Both hold for either inference model of `tfvae.HierarchicalVAE`.
 For bits per dimension, see `tfvae.bits_per_dim`.
 """
 
@@ -49,14 +50,15 @@ def active_units(model, x, threshold=0.01, num_samples=10, seed=0, batch_size=10
 
     Mathematical details: unit u is active when A_u = Cov_x(E_{q(u|x)}[u])
     exceeds `threshold` (0.01 in the paper): the posterior mean of u moves with
-    x. For the upper layers of a hierarchy, E_q[u] is averaged over
-    `num_samples` ancestral samples of the layers below.
+    x. In a hierarchy, a layer whose posterior depends on a sampled layer (the
+    layers above z_1; under ladder inference, those below z_L) has E_q[u]
+    averaged over `num_samples` ancestral samples of the inference chain.
 
     Args:
         model: a `tfvae.VAE` or `tfvae.HierarchicalVAE`.
         x: an array of examples.
         threshold: the activity above which a unit is active.
-        num_samples: samples of the chain per example (layers above z_1).
+        num_samples: samples of the inference chain per example.
         seed: an int seed of those samples.
         batch_size: examples per chunk.
 

@@ -7,6 +7,8 @@ from tfvae import _checks, heads
 from tfvae._model import Chain, LatentVariableModel, reparameterize, standard_normal
 from tfvae._networks import mlp
 
+_INFERENCES = ("bottom_up", "ladder")
+
 
 def _hidden_units_per_layer(hidden_units, latent_dims):
     message = (
@@ -34,18 +36,31 @@ class HierarchicalVAE(LatentVariableModel):
 
     Generative model: p(x, z_1..z_L) = p(z_L) p(z_{L-1}|z_L) ... p(z_1|z_2)
     p(x|z_1), with p(z_L) = N(0, I) and diagonal-Gaussian conditionals.
-    Inference model: q(z_1..z_L|x) = q(z_1|x) q(z_2|z_1) ... q(z_L|z_{L-1}),
-    diagonal Gaussians. Layer l's networks (the inference network of
-    q(z_l|z_{l-1}) and the generative network of p(z_{l-1}|z_l), with z_0 = x)
-    are MLPs with `hidden_units[l - 1]`, the generative one in reverse order.
+    Inference model, diagonal Gaussians, one of two (`inference`):
+    - `"bottom_up"` (default): q(z_1..z_L|x) = q(z_1|x) q(z_2|z_1) ...
+      q(z_L|z_{L-1}), the Markov chain of Burda et al. (2015). Layer l's
+      inference network maps z_{l-1} (z_0 = x) to q(z_l|z_{l-1}).
+    - `"ladder"`: q(z_1..z_L|x) = q(z_L|x) q(z_{L-1}|x, z_L) ... q(z_1|x, z_2),
+      the ladder VAE of Sønderby et al. (2016). A deterministic upward pass
+      d_l = f_l(d_{l-1}) (d_0 = x) gives each layer a Gaussian estimate
+      N(m_l, s_l^2) from x; the top posterior is that estimate, and below it
+      q(z_l|x, z_{l+1}) is its precision-weighted product with the generative
+      conditional p(z_l|z_{l+1}) = N(mu_l, sigma_l^2):
+      sigma_q^-2 = s_l^-2 + sigma_l^-2, mu_q = sigma_q^2 (m_l s_l^-2 +
+      mu_l sigma_l^-2). Sampling runs top-down, so the upper layers take part
+      in inference, and the model has no more weights than `"bottom_up"`.
+    The generative model is the same Markov chain for both. Layer l's
+    networks (the inference network f_l and the generative network of
+    p(z_{l-1}|z_l), with z_0 = x) are MLPs with `hidden_units[l - 1]`, the
+    generative one in reverse order.
 
     Mathematical details:
     ELBO(x) = E_q[log p(x|z_1) + sum_{l<L} log p(z_l|z_{l+1}) + log p(z_L)
     - sum_l log q(z_l|z_{l-1})], estimated by ancestral reparameterized
     sampling through the inference chain. The KL of layer l < L is the
-    single-sample ratio kl_l = log q(z_l|z_{l-1}) - log p(z_l|z_{l+1}); the
-    top layer's kl_L = KL(q(z_L|z_{L-1}) || N(0, I)) is the closed form. With
-    L = 1 this is `tfvae.VAE` with `kl="analytic"`.
+    single-sample ratio kl_l = log q(z_l|.) - log p(z_l|z_{l+1}); the top
+    layer's kl_L = KL(q(z_L|.) || N(0, I)) is the closed form. With L = 1
+    this is `tfvae.VAE` with `kl="analytic"`, for either inference.
 
     Metrics of `fit` and `evaluate`, in nats per example: `loss`, `elbo`,
     `reconstruction` (E_q log p(x|z_1)), `kl` (the sum over layers) and
@@ -53,7 +68,8 @@ class HierarchicalVAE(LatentVariableModel):
     posterior equals its prior and it carries no information.
 
     References: Burda, Grosse & Salakhutdinov (2015), Importance Weighted
-    Autoencoders; Sønderby et al. (2016), Ladder Variational Autoencoders.
+    Autoencoders; Sønderby et al. (2016), Ladder Variational Autoencoders
+    (without their batch normalization).
 
     Args:
         input_shape: shape of one example, without the batch axis.
@@ -71,6 +87,8 @@ class HierarchicalVAE(LatentVariableModel):
             applied to the reported `elbo`.
         objective: `"elbo"` (default) or `"iwae"`, the importance-weighted
             bound with K = `num_samples` over whole chains; see `tfvae.VAE`.
+        inference: `"bottom_up"` (default) or `"ladder"`, the inference
+            model described above.
         seed: seed of the model's noise (an int or None).
         **kwargs: base `keras.Model` arguments, such as `name`.
 
@@ -100,12 +118,14 @@ class HierarchicalVAE(LatentVariableModel):
         num_samples=1,
         free_bits=0.0,
         objective="elbo",
+        inference="bottom_up",
         seed=None,
         **kwargs,
     ):
         super().__init__(
             input_shape, beta, num_samples, free_bits, objective, seed, **kwargs
         )
+        self.inference = _checks.one_of(inference, "inference", _INFERENCES)
         self.latent_dims = _checks.shape_tuple(latent_dims, "latent_dims")
         self.hidden_units = _hidden_units_per_layer(hidden_units, self.latent_dims)
         keras.activations.get(activation)
@@ -152,7 +172,11 @@ class HierarchicalVAE(LatentVariableModel):
         return standard_normal(self.latent_dims[-1])
 
     def _posterior(self, layer, h, training=None):
-        """q(z_layer | z_{layer-1}), with z_0 = x; layers count from 1."""
+        """q(z_layer | z_{layer-1}), with z_0 = x; layers count from 1.
+
+        Under `"ladder"` inference, h is the upward feature d_{layer-1} and
+        this is the layer's Gaussian estimate from x alone.
+        """
         features = self.inference_networks[layer - 1](h, training=training)
         return self.posteriors[layer - 1](features)
 
@@ -161,13 +185,19 @@ class HierarchicalVAE(LatentVariableModel):
         features = self.generative_networks[layer](z_above, training=training)
         return self.conditionals[layer - 1](features)
 
+    @property
+    def _per_example_layer(self):
+        """Index of the layer sampled first, whose posterior has batch (B,)."""
+        return 0 if self.inference == "bottom_up" else self.num_layers - 1
+
     def _latent_layers(self, x, noise):
-        posteriors, z = self._posterior_chain(x, noise)
-        priors = [self._conditional(i, z[i]) for i in range(1, self.num_layers)]
+        posteriors, z, priors = self._posterior_chain(x, noise)
         return list(zip(posteriors, priors + [self.prior], z, strict=True))
 
     def _first_posterior(self, x, training=None):
-        return self._posterior(1, x, training)
+        if self.inference == "bottom_up":
+            return self._posterior(1, x, training)
+        return self._mean_chain(x, training)[0]
 
     def decode(self, z_1, training=None):
         """Returns p(x|z_1), a `tfd.Distribution` with the data's event shape."""
@@ -175,31 +205,50 @@ class HierarchicalVAE(LatentVariableModel):
         return self.likelihood(features)
 
     def encode(self, x, seed=None, sample=True, training=None):
-        """The posteriors q(z_1|x), q(z_2|z_1), ... along one ancestral sample.
+        """The posteriors of z_1 ... z_L along one ancestral sample.
+
+        q(z_1|x), q(z_2|z_1), ... under `"bottom_up"` inference; q(z_1|x, z_2),
+        ..., q(z_L|x) under `"ladder"`, where the sample runs top-down.
 
         Args:
             x: a batch of examples.
-            seed: seed of the sampled z_1 ... z_{L-1} that condition the upper
-                layers; the model's seed generator when `None`.
+            seed: seed of the sampled layers that condition the others; the
+                model's seed generator when `None`.
             sample: `False` conditions each layer on the posterior mean of the
-                layer below instead of a sample (deterministic).
+                layer it depends on instead of a sample (deterministic).
 
         Returns:
-            A list of L `tfd.Distribution`s, each of batch shape (batch,).
+            A list of L `tfd.Distribution`s, z_1 first, each of batch shape
+            (batch,).
         """
         x = self._checked(x)
         if not sample:
-            posteriors, h = [], x
-            for layer in range(1, self.num_layers + 1):
-                posteriors.append(self._posterior(layer, h, training))
-                h = posteriors[-1].mean()
-            return posteriors
+            return self._mean_chain(x, training)
         noise = self._noise(1, ops.shape(x)[0], self._seed(seed))
-        posteriors, _ = self._posterior_chain(x, noise, training)
+        posteriors, _, _ = self._posterior_chain(x, noise, training)
+        return posteriors
+
+    def _mean_chain(self, x, training=None):
+        """The posteriors along the chain of posterior means, z_1 first."""
+        if self.inference == "ladder":
+            zeros = [ops.zeros((1, ops.shape(x)[0], dim)) for dim in self.latent_dims]
+            return self._posterior_chain(x, zeros, training)[0]
+        posteriors, h = [], x
+        for layer in range(1, self.num_layers + 1):
+            posteriors.append(self._posterior(layer, h, training))
+            h = posteriors[-1].mean()
         return posteriors
 
     def _posterior_chain(self, x, noise, training=None):
-        """Ancestral reparameterized sampling of z_1..z_L ~ q; z's are (S*B, dim)."""
+        """Ancestral reparameterized sampling of z_1..z_L ~ q.
+
+        Returns (posteriors, samples, conditionals), z_1 first: the z's are
+        (S*B, dim), and conditionals[l - 1] is p(z_l|z_{l+1}) at the sampled
+        z_{l+1}, for l < L. The layer sampled first (`_per_example_layer`) has
+        a posterior of batch (B,); the others have batch (S*B,).
+        """
+        if self.inference == "ladder":
+            return self._ladder_chain(x, noise, training)
         posteriors, samples = [], []
         h = x
         layers = enumerate(zip(self.latent_dims, noise, strict=True), start=1)
@@ -210,7 +259,31 @@ class HierarchicalVAE(LatentVariableModel):
             h = ops.reshape(reparameterize(q, eps), (-1, dim))
             posteriors.append(q)
             samples.append(h)
-        return posteriors, samples
+        conditionals = [
+            self._conditional(layer, samples[layer], training)
+            for layer in range(1, self.num_layers)
+        ]
+        return posteriors, samples, conditionals
+
+    def _ladder_chain(self, x, noise, training=None):
+        """`_posterior_chain` under ladder inference: up, then sample down."""
+        estimates, h = [], x
+        for layer in range(1, self.num_layers + 1):
+            h = self.inference_networks[layer - 1](h, training=training)
+            estimates.append(self.posteriors[layer - 1](h))
+        q = estimates[-1]
+        z = ops.reshape(reparameterize(q, noise[-1]), (-1, self.latent_dims[-1]))
+        posteriors, samples, conditionals = [q], [z], []
+        for layer in range(self.num_layers - 1, 0, -1):
+            p = self._conditional(layer, z, training)
+            q = _precision_weighted(estimates[layer - 1], p)
+            z = reparameterize(
+                q, ops.reshape(noise[layer - 1], ops.shape(p.distribution.loc))
+            )
+            posteriors.insert(0, q)
+            samples.insert(0, z)
+            conditionals.insert(0, p)
+        return posteriors, samples, conditionals
 
     def _chain(self, x, noise, training=None):
         num_samples = noise[0].shape[0]
@@ -218,25 +291,23 @@ class HierarchicalVAE(LatentVariableModel):
         def per_sample(values):
             return ops.reshape(values, (num_samples, -1))
 
-        posteriors, z = self._posterior_chain(x, noise, training)
-        # q(z_1|x) has batch (B,): score z_1 as (S, B, dim); the others (S*B,).
-        z_1 = ops.reshape(z[0], (num_samples, -1, self.latent_dims[0]))
-        log_q = [per_sample(posteriors[0].log_prob(z_1))] + [
-            per_sample(q.log_prob(z_l))
-            for q, z_l in zip(posteriors[1:], z[1:], strict=True)
-        ]
+        posteriors, z, conditionals = self._posterior_chain(x, noise, training)
+        first = self._per_example_layer
+        log_q = []
+        for layer, (q, z_l) in enumerate(zip(posteriors, z, strict=True)):
+            if layer == first:  # q has batch (B,): score z as (S, B, dim).
+                z_l = ops.reshape(z_l, (num_samples, -1, self.latent_dims[layer]))
+            log_q.append(per_sample(q.log_prob(z_l)))
         log_p = [
-            per_sample(
-                self._conditional(layer, z[layer], training).log_prob(z[layer - 1])
-            )
-            for layer in range(1, self.num_layers)
+            per_sample(p.log_prob(z_l))
+            for p, z_l in zip(conditionals, z[:-1], strict=True)
         ]
         log_p.append(per_sample(self.prior.log_prob(z[-1])))
         features = self.generative_networks[0](z[0], training=training)
         log_px = self.likelihood.log_likelihood(features, x, num_samples)
         log_px = per_sample(log_px)
         kl_top = heads.tfd.kl_divergence(posteriors[-1], self.prior)
-        if self.num_layers > 1:
+        if first != self.num_layers - 1:  # q(z_L|.) has batch (S*B,)
             kl_top = per_sample(kl_top)
         return Chain(log_px=log_px, log_q=log_q, log_p=log_p, kl_top=kl_top)
 
@@ -254,4 +325,30 @@ class HierarchicalVAE(LatentVariableModel):
             "activation": keras.activations.serialize(
                 keras.activations.get(self.activation)
             ),
+            "inference": self.inference,
         }
+
+
+def _precision_weighted(estimate, conditional):
+    """The normalized product of two diagonal Gaussians: the ladder posterior.
+
+    `estimate` (batch (B,)) is the upward estimate N(m, s^2) from x;
+    `conditional` (batch (S*B,), sample-major) is p(z_l|z_{l+1}) = N(mu,
+    sigma^2). Returns N(mu_q, sigma_q^2) with batch (S*B,), where
+    sigma_q^-2 = s^-2 + sigma^-2 and mu_q = sigma_q^2 (m s^-2 + mu sigma^-2).
+    """
+    loc, scale = estimate.distribution.loc, estimate.distribution.scale
+    p_loc, p_scale = conditional.distribution.loc, conditional.distribution.scale
+    shape = ops.shape(p_loc)
+    batch, dim = ops.shape(loc)[0], loc.shape[-1]
+    p_loc = ops.reshape(p_loc, (-1, batch, dim))
+    p_scale = ops.reshape(p_scale, (-1, batch, dim))
+    precision, p_precision = scale**-2, p_scale**-2
+    variance = 1.0 / (precision + p_precision)
+    q_loc = variance * (loc * precision + p_loc * p_precision)
+    return heads.tfd.Independent(
+        heads.tfd.Normal(
+            loc=ops.reshape(q_loc, shape), scale=ops.reshape(ops.sqrt(variance), shape)
+        ),
+        reinterpreted_batch_ndims=1,
+    )
