@@ -287,6 +287,29 @@ def test_early_stopping_keeps_the_best_epoch(tmp_path):
     assert 0 < result["bits_per_dim"] < np.log2(17)  # better than uniform
 
 
+def test_lr_plateau_halves_the_rate_after_epochs_without_a_better_bound(tmp_path):
+    out = tmp_path / "run"
+    run(
+        "train", "--dataset", "digits", "--likelihood", "gaussian-shared",
+        "--dequantize", "uniform", "--latent-dim", "2", "--hidden-units", "16",
+        "--epochs", "20", "--learning-rate", "0.03", "--lr-plateau", "1",
+        "--out", out, "--verbose", "0",
+    )  # fmt: skip
+    rows = json.loads((out / "history.json").read_text())
+    rates = [row["learning_rate"] for row in rows]  # the rate each epoch ran at
+    assert rates[0] == pytest.approx(0.03)
+    halvings = 0
+    for epoch in range(1, len(rows)):
+        # Patience 1: an epoch whose val_elbo beats none before it halves the
+        # rate of the next one, down to 0.03 / 64.
+        best_before = max(row["val_elbo"] for row in rows[: epoch - 1] or rows[:1])
+        stalled = epoch > 1 and rows[epoch - 1]["val_elbo"] <= best_before
+        expected = max(rates[epoch - 1] / 2, 0.03 / 64) if stalled else rates[epoch - 1]
+        assert rates[epoch] == pytest.approx(expected, rel=1e-6), (epoch, rates)
+        halvings += stalled
+    assert halvings >= 1, rates  # the run did reach a plateau
+
+
 @pytest.mark.parametrize(
     "args, match",
     [
@@ -309,6 +332,10 @@ def test_early_stopping_keeps_the_best_epoch(tmp_path):
         (
             ["train", "--inference", "ladder", "--out", "OUT"],
             "--inference ladder applies to --model hvae only",
+        ),
+        (
+            ["train", "--dataset", "mnist", "--lr-plateau", "5", "--out", "OUT"],
+            "lr_plateau needs a validation split",
         ),
     ],
 )

@@ -52,14 +52,19 @@ def vae():
     return tfvae.VAE(input_shape=(12,), latent_dim=3, hidden_units=(8,), seed=0)
 
 
-def hvae():
+def hvae(inference="bottom_up"):
     return tfvae.HierarchicalVAE(
         input_shape=(12,),
         latent_dims=(4, 2),
         hidden_units=((8,), (6,)),
         likelihood=heads.GaussianHead(scale="shared"),
+        inference=inference,
         seed=0,
     )
+
+
+def hvae_ladder():
+    return hvae(inference="ladder")
 
 
 def expected_outputs(model, x, z):
@@ -88,10 +93,10 @@ def expected_outputs(model, x, z):
     return outputs
 
 
-@pytest.fixture(scope="module", params=["vae", "hvae"])
+@pytest.fixture(scope="module", params=["vae", "hvae", "hvae_ladder"])
 def exported(request, tmp_path_factory):
     keras.utils.set_random_seed(3)
-    model = {"vae": vae, "hvae": hvae}[request.param]()
+    model = {"vae": vae, "hvae": hvae, "hvae_ladder": hvae_ladder}[request.param]()
     for weight in model.trainable_weights:  # random biases: every weight matters
         if weight.path.endswith("bias"):
             weight.assign(RNG.normal(scale=0.3, size=weight.shape))

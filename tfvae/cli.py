@@ -34,6 +34,7 @@ _TRAIN_DEFAULTS = {
     "learning_rate": 1e-3,
     "warmup": 0,
     "early_stopping": 0,
+    "lr_plateau": 0,
     "seed": 0,
 }
 
@@ -126,6 +127,13 @@ def _parser():
         help="stop after PATIENCE epochs without a better validation bound (the "
         "ELBO, or the IWAE bound under --objective iwae) and keep the best "
         "epoch's weights (0: off)",
+    )
+    train.add_argument(
+        "--lr-plateau",
+        type=_non_negative_int,
+        metavar="PATIENCE",
+        help="halve the learning rate after PATIENCE epochs without a better "
+        "validation bound, down to 1/64 of --learning-rate (0: off)",
     )
     train.add_argument("--seed", type=int)
     train.add_argument("--verbose", type=int, choices=[0, 1, 2], default=1)
@@ -297,6 +305,27 @@ def build_model(config, input_shape):
     )
 
 
+def _has_validation_split(dataset):
+    from tfvae import data
+
+    splits = getattr(data._SOURCES.get(dataset), "splits", ())
+    return "valid" in splits or dataset == "digits"
+
+
+def _check_train_config(config):
+    """Refuses option combinations that cannot work, before any file is written."""
+    if config["model"] == "vae" and config["inference"] != "bottom_up":
+        raise UsageError(
+            f"--inference {config['inference']} applies to --model hvae only; "
+            "expected bottom_up (the default) for --model vae"
+        )
+    for option in ("early_stopping", "lr_plateau"):
+        if config[option] and not _has_validation_split(config["dataset"]):
+            raise UsageError(
+                f"{option} needs a validation split; {config['dataset']!r} has none"
+            )
+
+
 def _train(args):
     import keras
 
@@ -327,11 +356,7 @@ def _train(args):
             value = getattr(args, key, None)
             if value is not None:
                 config[key] = value
-        if config["model"] == "vae" and config["inference"] != "bottom_up":
-            raise UsageError(
-                f"--inference {config['inference']} applies to --model hvae only; "
-                "expected bottom_up (the default) for --model vae"
-            )
+        _check_train_config(config)
         os.makedirs(args.out, exist_ok=True)
     keras.utils.set_random_seed(config["seed"])
     train = data.dataset(
@@ -344,8 +369,7 @@ def _train(args):
         limit=config["limit"],
     )
     validation = None
-    splits = getattr(data._SOURCES.get(config["dataset"]), "splits", ())
-    if "valid" in splits or config["dataset"] == "digits":
+    if _has_validation_split(config["dataset"]):
         validation = data.dataset(
             config["dataset"],
             "valid",
@@ -354,10 +378,6 @@ def _train(args):
             binarize=config["binarize"],
             dequantize=config["dequantize"],
             seed=config["seed"],
-        )
-    if config["early_stopping"] and validation is None:
-        raise UsageError(
-            f"early_stopping needs a validation split; {config['dataset']!r} has none"
         )
     input_shape = tuple(train.element_spec.shape[1:])
     model = build_model(config, input_shape)
@@ -387,6 +407,19 @@ def _train(args):
     ]
     if config["warmup"]:
         callbacks.insert(0, tfvae.callbacks.KLWarmup(epochs=config["warmup"]))
+    if config["lr_plateau"]:
+        # Before the history, so that its rows hold the `learning_rate`. The
+        # rate is saved with the backups; the plateau count restarts on resume.
+        plateau = keras.callbacks.ReduceLROnPlateau(
+            monitor=f"val_{config['objective']}",
+            mode="max",
+            factor=0.5,
+            patience=config["lr_plateau"],
+            min_delta=0.0,  # better means higher, as for early stopping
+            min_lr=config["learning_rate"] / 64,
+            verbose=1,
+        )
+        callbacks.insert(callbacks.index(history), plateau)
     model.fit(
         train,
         epochs=config["epochs"],
