@@ -186,6 +186,7 @@ def test_train_from_a_config_file(tmp_path, suffix, binarized_mnist):
         "objective": "iwae",
         "num_samples": 3,
         "inference": "ladder",
+        "gated": True,
     }
     path = tmp_path / f"config.{suffix}"
     if suffix == "json":
@@ -198,7 +199,7 @@ def test_train_from_a_config_file(tmp_path, suffix, binarized_mnist):
     saved = json.loads((tmp_path / "run" / "run.json").read_text())
     assert saved["model"] == "hvae" and saved["warmup"] == 2
     model = keras.models.load_model(tmp_path / "run" / "model.keras")
-    assert model.inference == "ladder"
+    assert model.inference == "ladder" and model.gated is True
 
 
 @pytest.mark.slow

@@ -3,7 +3,7 @@
 The public API is what this module re-exports.
 """
 
-from tfvae import callbacks, data, diagnostics, distribute, heads, zoo
+from tfvae import callbacks, data, diagnostics, distribute, heads, layers, zoo
 from tfvae.estimators import bits_per_dim, evaluate_log_likelihood
 from tfvae.export import export_saved_model
 from tfvae.hvae import HierarchicalVAE
@@ -21,6 +21,7 @@ __all__ = [
     "evaluate_log_likelihood",
     "export_saved_model",
     "heads",
+    "layers",
     "zoo",
     "__version__",
 ]

@@ -2,8 +2,10 @@
 
 import keras
 
+from tfvae.layers import GatedDense
 
-def mlp(hidden_units, activation, flatten=False, name=None):
+
+def mlp(hidden_units, activation, flatten=False, name=None, gated=False):
     """A `keras.Sequential` of Dense layers; `()` is the identity (a linear model).
 
     Args:
@@ -11,11 +13,12 @@ def mlp(hidden_units, activation, flatten=False, name=None):
         activation: activation of every hidden layer.
         flatten: whether to flatten the input first (for image-shaped data).
         name: the Sequential's name.
+        gated: `tfvae.layers.GatedDense` layers, activation(W x + b) *
+            sigmoid(V x + c), instead of Dense ones.
     """
     layers = [keras.layers.Flatten()] if flatten else []
-    layers += [
-        keras.layers.Dense(units, activation=activation) for units in hidden_units
-    ]
+    layer = GatedDense if gated else keras.layers.Dense
+    layers += [layer(units, activation=activation) for units in hidden_units]
     if not layers:
         layers = [keras.layers.Identity()]
     return keras.Sequential(layers, name=name)

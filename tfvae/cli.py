@@ -25,6 +25,7 @@ _TRAIN_DEFAULTS = {
     "free_bits": 0.0,
     "objective": "elbo",
     "inference": "bottom_up",
+    "gated": False,
     "dataset": "binarized_mnist",
     "binarize": None,
     "dequantize": None,
@@ -90,6 +91,12 @@ def _parser():
         help="widths, e.g. 200,200; for hvae per layer: 200,200;100,100",
     )
     train.add_argument("--activation")
+    train.add_argument(
+        "--gated",
+        action="store_const",
+        const=True,
+        help="gated hidden layers, activation(W x + b) * sigmoid(V x + c)",
+    )
     train.add_argument(
         "--likelihood",
         help="bernoulli, gaussian, gaussian-shared or gaussian-fixed:SIGMA",
@@ -283,6 +290,7 @@ def build_model(config, input_shape):
         num_samples=config["num_samples"],
         free_bits=config["free_bits"],
         objective=config["objective"],
+        gated=config["gated"],
         seed=config["seed"],
     )
     if config["model"] == "vae":

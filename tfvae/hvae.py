@@ -89,6 +89,8 @@ class HierarchicalVAE(LatentVariableModel):
             bound with K = `num_samples` over whole chains; see `tfvae.VAE`.
         inference: `"bottom_up"` (default) or `"ladder"`, the inference
             model described above.
+        gated: `True` makes every hidden layer a `tfvae.layers.GatedDense`,
+            activation(W x + b) * sigmoid(V x + c).
         seed: seed of the model's noise (an int or None).
         **kwargs: base `keras.Model` arguments, such as `name`.
 
@@ -119,6 +121,7 @@ class HierarchicalVAE(LatentVariableModel):
         free_bits=0.0,
         objective="elbo",
         inference="bottom_up",
+        gated=False,
         seed=None,
         **kwargs,
     ):
@@ -126,6 +129,7 @@ class HierarchicalVAE(LatentVariableModel):
             input_shape, beta, num_samples, free_bits, objective, seed, **kwargs
         )
         self.inference = _checks.one_of(inference, "inference", _INFERENCES)
+        self.gated = _checks.one_of(gated, "gated", (False, True))
         self.latent_dims = _checks.shape_tuple(latent_dims, "latent_dims")
         self.hidden_units = _hidden_units_per_layer(hidden_units, self.latent_dims)
         keras.activations.get(activation)
@@ -134,7 +138,13 @@ class HierarchicalVAE(LatentVariableModel):
         # Attributes in data-flow order: the inference chain, then the
         # generative chain from the top down to x.
         self.inference_networks = [
-            mlp(units, activation, flatten=(i == 0), name=f"inference_{i + 1}")
+            mlp(
+                units,
+                activation,
+                flatten=(i == 0),
+                name=f"inference_{i + 1}",
+                gated=gated,
+            )
             for i, units in enumerate(self.hidden_units)
         ]
         self.posteriors = [
@@ -143,7 +153,7 @@ class HierarchicalVAE(LatentVariableModel):
         ]
         # generative_networks[i] maps z_{i+1} to the features of z_i (x for i=0).
         self.generative_networks = [
-            mlp(units[::-1], activation, name=f"generative_{i + 1}")
+            mlp(units[::-1], activation, name=f"generative_{i + 1}", gated=gated)
             for i, units in enumerate(self.hidden_units)
         ]
         # conditionals[i] is the head of p(z_{i+1} | z_{i+2}).
@@ -326,6 +336,7 @@ class HierarchicalVAE(LatentVariableModel):
                 keras.activations.get(self.activation)
             ),
             "inference": self.inference,
+            "gated": self.gated,
         }
 
 

@@ -69,6 +69,9 @@ class VAE(LatentVariableModel):
             importance-weighted bound log mean_k p(x, z_k) / q(z_k|x) with
             K = `num_samples` (Burda et al. 2015); the metrics then include
             `iwae`, and `loss` is -iwae.
+        gated: `True` makes the hidden layers of the default MLPs
+            `tfvae.layers.GatedDense`, activation(W x + b) * sigmoid(V x + c)
+            (Tomczak & Welling 2018 use them with `activation="linear"`).
         seed: seed of the model's noise (an int or None).
         **kwargs: base `keras.Model` arguments, such as `name`.
 
@@ -96,6 +99,7 @@ class VAE(LatentVariableModel):
         objective="elbo",
         encoder=None,
         decoder=None,
+        gated=False,
         seed=None,
         **kwargs,
     ):
@@ -109,15 +113,16 @@ class VAE(LatentVariableModel):
         keras.activations.get(activation)
         self.activation = activation
         self.kl = _checks.one_of(kl, "kl", _KL_ESTIMATORS)
+        self.gated = _checks.one_of(gated, "gated", (False, True))
         self._custom_networks = {"encoder": encoder, "decoder": decoder}
         self.encoder = encoder or mlp(
-            self.hidden_units, activation, flatten=True, name="encoder"
+            self.hidden_units, activation, flatten=True, name="encoder", gated=gated
         )
         self.posterior = heads.DiagonalGaussianHead(
             event_shape=(self.latent_dim,), name="posterior"
         )
         self.decoder = decoder or mlp(
-            self.hidden_units[::-1], activation, name="decoder"
+            self.hidden_units[::-1], activation, name="decoder", gated=gated
         )
         self.likelihood = self._likelihood_head(likelihood)
         self._make_trackers(num_layers=1)
@@ -189,5 +194,6 @@ class VAE(LatentVariableModel):
                 keras.activations.get(self.activation)
             ),
             "kl": self.kl,
+            "gated": self.gated,
             **networks,
         }
