@@ -6,7 +6,9 @@ import os
 import shutil
 import subprocess
 import sys
+import warnings
 
+import h5py
 import keras
 import numpy as np
 import pytest
@@ -53,6 +55,35 @@ def test_save_preset_writes_every_file_and_loads_back(preset):
     assert zoo.info(folder)["metrics"] == {"elbo": -1.0}
     with pytest.raises(FileExistsError, match="overwrite=True"):
         zoo.save_preset(model, folder)
+
+
+def test_presets_keep_no_optimizer_state_and_load_compiled(tmp_path):
+    keras.utils.set_random_seed(0)
+    model = tfvae.VAE(input_shape=(12,), latent_dim=2, hidden_units=(8,))
+    model.compile(optimizer=keras.optimizers.Adam(3e-3))
+    model.fit(X_BIN, epochs=1, batch_size=10, verbose=0)
+    zoo.save_preset(model, tmp_path / "trained", samples=False)
+    with h5py.File(tmp_path / "trained" / "model.weights.h5") as file:
+        assert "optimizer" not in file
+    loaded = zoo.load(tmp_path / "trained")
+    np.testing.assert_array_equal(
+        loaded.predict(X_BIN, verbose=0), model.predict(X_BIN, verbose=0)
+    )
+    # Compiled as saved, with a fresh optimizer: it trains on at once.
+    assert loaded.optimizer.learning_rate.numpy() == pytest.approx(3e-3)
+    assert int(loaded.optimizer.iterations.numpy()) == 0
+    loaded.fit(X_BIN, epochs=1, batch_size=10, verbose=0)
+
+
+def test_presets_with_an_optimizer_state_still_load():
+    # The shipped presets written before the state was left out hold one.
+    path = os.path.join(ROOT, "zoo", "vae_bernoulli_bmnist_2d", "model.weights.h5")
+    with h5py.File(path) as file:
+        assert "optimizer" in file
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # and without a warning
+        model = zoo.load("vae_bernoulli_bmnist_2d")
+    assert model.optimizer is not None and model.sample(2, seed=0).shape == (2, 784)
 
 
 def test_corrupted_weights_are_refused(preset):
