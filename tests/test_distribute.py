@@ -23,6 +23,16 @@ MODELS = {
     "hvae": lambda **kw: tfvae.HierarchicalVAE(
         input_shape=(12,), latent_dims=(4, 2), hidden_units=((8,), (6,)), seed=5, **kw
     ),
+    # Ladder inference and gated layers, the architecture of a zoo preset.
+    "ladder": lambda **kw: tfvae.HierarchicalVAE(
+        input_shape=(12,),
+        latent_dims=(4, 2),
+        hidden_units=((8,), (6,)),
+        inference="ladder",
+        gated=True,
+        seed=5,
+        **kw,
+    ),
 }
 
 
@@ -47,7 +57,7 @@ def trainable(model):
     return [w.numpy() for w in model.trainable_weights]
 
 
-@pytest.mark.parametrize("kind", ["vae", "hvae"])
+@pytest.mark.parametrize("kind", ["vae", "hvae", "ladder"])
 @pytest.mark.parametrize("objective", ["elbo", "iwae"])
 def test_mirrored_step_equals_the_single_device_step(kind, objective):
     """2 replicas of a global batch of 200 update the weights as 1 device does.
@@ -75,7 +85,7 @@ def test_mirrored_step_equals_the_single_device_step(kind, objective):
         )
 
 
-@pytest.mark.parametrize("kind", ["vae", "hvae"])
+@pytest.mark.parametrize("kind", ["vae", "hvae", "ladder"])
 def test_mirrored_fit_evaluate_log_likelihood_and_save(kind, tmp_path):
     with mirrored().scope():
         model = build(kind, optimizer="adam")
@@ -103,7 +113,7 @@ def policy():
     keras.mixed_precision.set_global_policy("float32")
 
 
-@pytest.mark.parametrize("kind", ["vae", "hvae"])
+@pytest.mark.parametrize("kind", ["vae", "hvae", "ladder"])
 @pytest.mark.parametrize("name", ["mixed_bfloat16", "mixed_float16"])
 def test_mixed_precision_trains_with_float32_distributions(kind, name, policy):
     policy(name)
@@ -128,7 +138,7 @@ def test_mixed_precision_trains_with_float32_distributions(kind, name, policy):
         assert weight.dtype == "float32"  # float32 master weights
 
 
-@pytest.mark.parametrize("kind", ["vae", "hvae"])
+@pytest.mark.parametrize("kind", ["vae", "hvae", "ladder"])
 def test_xla_step_equals_the_default_step(kind):
     default = build(kind)
     before = trainable(default)
