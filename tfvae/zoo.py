@@ -31,7 +31,7 @@ _REGISTRY = {
         "06e89f1c3b8e13609e801a21d4cd12431e78b7374856a431089102fd95b81444"
     ),
     "vae_bernoulli_bmnist": (
-        "9c652ff664449977afaffb10a7916d5ad9a71ef20887631ba5a99a919faab5da"
+        "b625579e53fc70a6652ef1407fb8aad5b61a94b9d8dd7b50c0012970f7e048c0"
     ),
     "vae_bernoulli_bmnist_2d": (
         "d2fb2e2cc118f1ff919e2d7b80d8ad27fed10e85352b7cc7b250801d4905577c"
