@@ -28,7 +28,7 @@ __all__ = ["list", "info", "load", "save_preset", "PresetError"]
 # name -> sha256 of model.weights.h5. A preset is listed only once it is here.
 _REGISTRY = {
     "hvae2_bernoulli_bmnist": (
-        "06e89f1c3b8e13609e801a21d4cd12431e78b7374856a431089102fd95b81444"
+        "352fa81b0179f689a5d044e68e263208c05aa7d5f68c8ac282208b7fb606a58a"
     ),
     "vae_bernoulli_bmnist": (
         "b625579e53fc70a6652ef1407fb8aad5b61a94b9d8dd7b50c0012970f7e048c0"
