@@ -28,6 +28,14 @@ SMALL = [
 ]
 
 
+# A small Gaussian model on the dequantized digits, with a validation split.
+DIGITS_SMALL = [
+    "--dataset", "digits", "--likelihood", "gaussian-shared",
+    "--dequantize", "uniform", "--latent-dim", "2", "--hidden-units", "16",
+    "--learning-rate", "0.03", "--verbose", "0",
+]  # fmt: skip
+
+
 def tfvae_command():
     # The script installed beside this interpreter, whether or not its venv is active.
     command = shutil.which("tfvae", path=os.path.dirname(sys.executable))
@@ -255,10 +263,8 @@ def test_resume_after_a_kill_reaches_the_same_number_of_epochs(
 def test_early_stopping_keeps_the_best_epoch(tmp_path):
     out = tmp_path / "run"
     result = run(
-        "train", "--dataset", "digits", "--likelihood", "gaussian-shared",
-        "--dequantize", "uniform", "--latent-dim", "2", "--hidden-units", "16",
-        "--epochs", "40", "--learning-rate", "0.03", "--early-stopping", "2",
-        "--out", out, "--verbose", "0",
+        "train", *DIGITS_SMALL, "--epochs", "40", "--early-stopping", "2",
+        "--out", out,
     )  # fmt: skip
     history = json.loads((out / "history.json").read_text())
     best = max(history, key=lambda row: row["val_elbo"])["epoch"]
@@ -290,12 +296,7 @@ def test_early_stopping_keeps_the_best_epoch(tmp_path):
 
 def test_lr_plateau_halves_the_rate_after_epochs_without_a_better_bound(tmp_path):
     out = tmp_path / "run"
-    run(
-        "train", "--dataset", "digits", "--likelihood", "gaussian-shared",
-        "--dequantize", "uniform", "--latent-dim", "2", "--hidden-units", "16",
-        "--epochs", "20", "--learning-rate", "0.03", "--lr-plateau", "1",
-        "--out", out, "--verbose", "0",
-    )  # fmt: skip
+    run("train", *DIGITS_SMALL, "--epochs", "20", "--lr-plateau", "1", "--out", out)
     rows = json.loads((out / "history.json").read_text())
     rates = [row["learning_rate"] for row in rows]  # the rate each epoch ran at
     assert rates[0] == pytest.approx(0.03)

@@ -603,13 +603,17 @@ def reparameterize(q, noise):
     return normal.loc + normal.scale * noise
 
 
-def standard_normal(dim):
-    """N(0, I) over R^dim, as a `tfd.Distribution` with event shape (dim,)."""
+def diagonal_normal(loc, scale):
+    """N(loc, diag(scale^2)) over the last axis: event shape (dim,)."""
     tfd = heads.tfd
     return tfd.Independent(
-        tfd.Normal(loc=tf.zeros((dim,)), scale=tf.ones((dim,))),
-        reinterpreted_batch_ndims=1,
+        tfd.Normal(loc=loc, scale=scale), reinterpreted_batch_ndims=1
     )
+
+
+def standard_normal(dim):
+    """N(0, I) over R^dim, as a `tfd.Distribution` with event shape (dim,)."""
+    return diagonal_normal(tf.zeros((dim,)), tf.ones((dim,)))
 
 
 def _split_points(dims):

@@ -4,7 +4,13 @@ import keras
 from keras import ops
 
 from tfvae import _checks, heads
-from tfvae._model import Chain, LatentVariableModel, reparameterize, standard_normal
+from tfvae._model import (
+    Chain,
+    LatentVariableModel,
+    diagonal_normal,
+    reparameterize,
+    standard_normal,
+)
 from tfvae._networks import mlp
 
 _INFERENCES = ("bottom_up", "ladder")
@@ -235,7 +241,9 @@ class HierarchicalVAE(LatentVariableModel):
         if not sample:
             return self._mean_chain(x, training)
         noise = self._noise(1, ops.shape(x)[0], self._seed(seed))
-        posteriors, _, _ = self._posterior_chain(x, noise, training)
+        posteriors, _, _ = self._posterior_chain(
+            x, noise, training, with_conditionals=False
+        )
         return posteriors
 
     def _mean_chain(self, x, training=None):
@@ -249,13 +257,15 @@ class HierarchicalVAE(LatentVariableModel):
             h = posteriors[-1].mean()
         return posteriors
 
-    def _posterior_chain(self, x, noise, training=None):
+    def _posterior_chain(self, x, noise, training=None, with_conditionals=True):
         """Ancestral reparameterized sampling of z_1..z_L ~ q.
 
         Returns (posteriors, samples, conditionals), z_1 first: the z's are
         (S*B, dim), and conditionals[l - 1] is p(z_l|z_{l+1}) at the sampled
         z_{l+1}, for l < L. The layer sampled first (`_per_example_layer`) has
-        a posterior of batch (B,); the others have batch (S*B,).
+        a posterior of batch (B,); the others have batch (S*B,). Bottom-up
+        inference needs no conditionals: with `with_conditionals=False` they
+        are left out (None); ladder inference computes them anyway.
         """
         if self.inference == "ladder":
             return self._ladder_chain(x, noise, training)
@@ -269,10 +279,12 @@ class HierarchicalVAE(LatentVariableModel):
             h = ops.reshape(reparameterize(q, eps), (-1, dim))
             posteriors.append(q)
             samples.append(h)
-        conditionals = [
-            self._conditional(layer, samples[layer], training)
-            for layer in range(1, self.num_layers)
-        ]
+        conditionals = None
+        if with_conditionals:
+            conditionals = [
+                self._conditional(layer, samples[layer], training)
+                for layer in range(1, self.num_layers)
+            ]
         return posteriors, samples, conditionals
 
     def _ladder_chain(self, x, noise, training=None):
@@ -357,9 +369,6 @@ def _precision_weighted(estimate, conditional):
     precision, p_precision = scale**-2, p_scale**-2
     variance = 1.0 / (precision + p_precision)
     q_loc = variance * (loc * precision + p_loc * p_precision)
-    return heads.tfd.Independent(
-        heads.tfd.Normal(
-            loc=ops.reshape(q_loc, shape), scale=ops.reshape(ops.sqrt(variance), shape)
-        ),
-        reinterpreted_batch_ndims=1,
+    return diagonal_normal(
+        ops.reshape(q_loc, shape), ops.reshape(ops.sqrt(variance), shape)
     )
