@@ -7,16 +7,23 @@ amortized encoder and noise. The reference, timed in the same process and
 alternated with the estimator, is the three matmuls alone on the same blocks
 of rows, run the same way (a `tf.while_loop` over blocks in one call per
 chunk), so the ratio is the fraction of this machine's dense-matmul throughput
-that the estimator reaches at its shapes. A second reference, the three
-matmuls on 5,000 rows per call (the shape before the estimator evaluated
-blocks), shows the fraction against larger, more efficient matmuls.
+that the estimator reaches at its shapes. Under TensorFlow's default thread
+pools, a second reference, the three matmuls on 5,000 rows per call (the
+shape before the estimator evaluated blocks), shows the fraction against the
+larger matmuls of that version.
 
 It also projects the wall time of the standard evaluation: K = 5000 on the
 10,000 test images.
 
+`--threads` picks TensorFlow's thread pools for the whole process (estimator
+and references alike): `tensorflow`, its defaults, or `evaluation`, those of
+`tfvae.estimators.use_evaluation_threads` (one intra-op thread, one inter-op
+thread per core), which `tfvae evaluate` and `tfvae zoo verify` use.
+
 Usage:
     TFVAE_DATA_DIR=../shared/data python benchmarks/log_likelihood_throughput.py
     python benchmarks/log_likelihood_throughput.py --examples 100 --rounds 3
+    python benchmarks/log_likelihood_throughput.py --threads evaluation
 """
 
 import argparse
@@ -61,6 +68,11 @@ def matmul_reference(rows, blocks=1):
         tf.random.normal((HIDDEN[0], PIXELS)),
     ]
     z = tf.random.normal((rows, LATENT))
+    # as many blocks side by side as the estimator runs
+    parallel = max(
+        estimators._MIN_PARALLEL_BLOCKS,
+        tf.config.threading.get_inter_op_parallelism_threads(),
+    )
 
     def block(i, total):
         h = z + tf.cast(i, tf.float32)  # a new input per block
@@ -70,7 +82,9 @@ def matmul_reference(rows, blocks=1):
 
     @tf.function
     def run():
-        return tf.while_loop(lambda i, _: i < blocks, block, (0, 0.0))[1]
+        return tf.while_loop(
+            lambda i, _: i < blocks, block, (0, 0.0), parallel_iterations=parallel
+        )[1]
 
     return run
 
@@ -83,7 +97,12 @@ def main(argv=None):
     parser.add_argument(
         "--memory-budget", type=int, default=estimators.DEFAULT_MEMORY_BUDGET
     )
+    parser.add_argument(
+        "--threads", choices=["tensorflow", "evaluation"], default="tensorflow"
+    )
     args = parser.parse_args(argv)
+    if args.threads == "evaluation" and not estimators.use_evaluation_threads():
+        parser.error("--threads evaluation: TF_NUM_*_THREADS is set")
 
     x, source = load_test_images(args.examples)
     keras.utils.set_random_seed(0)
@@ -99,17 +118,18 @@ def main(argv=None):
     references = {
         # the estimator's shapes: its blocks of examples x block rows
         "same shapes": matmul_reference(examples * block, blocks),
-        # the reference of the version before blocks: one 5000-row matmul chain
-        "5000-row matmuls": matmul_reference(5000, 1),
     }
-    reference_rows = {
-        "same shapes": examples * block * blocks,
-        "5000-row matmuls": 5000,
-    }
+    reference_rows = {"same shapes": examples * block * blocks}
+    if args.threads == "tensorflow":
+        # The reference of the version before blocks: one 5000-row matmul chain
+        # per call. (With one intra-op thread it would run on one core.)
+        references["5000-row matmuls"] = matmul_reference(5000, 1)
+        reference_rows["5000-row matmuls"] = 5000
     pairs = len(x) * args.num_samples
 
     budget = {"memory_budget": args.memory_budget, "verbose": 0}
-    model.log_likelihood(x[:examples], num_samples=args.num_samples, seed=0, **budget)
+    # warm-up: traces the full chunk and the last, partial one
+    model.log_likelihood(x, num_samples=args.num_samples, seed=0, **budget)
     for reference in references.values():
         reference()  # warm-up: trace
     estimator_rates, matmul_rates = [], {name: [] for name in references}
@@ -131,9 +151,13 @@ def main(argv=None):
         f"784-200-200-50 tanh Bernoulli VAE; chunks of {examples} examples x "
         f"{samples} samples = {rows} rows, in blocks of {examples} x {block}"
     )
+    threading = tf.config.threading
     print(
         f"machine: {platform.machine()}, {os.cpu_count()} CPUs; tensorflow "
-        f"{tf.__version__}, keras {keras.__version__}, tfvae {tfvae.__version__}"
+        f"{tf.__version__}, keras {keras.__version__}, tfvae {tfvae.__version__}; "
+        f"threads {args.threads} (intra-op "
+        f"{threading.get_intra_op_parallelism_threads()}, inter-op "
+        f"{threading.get_inter_op_parallelism_threads()}; 0: TensorFlow's choice)"
     )
     print(
         f"log_likelihood: median {rate:,.0f} decoder evaluations/s "

@@ -184,7 +184,7 @@ def test_log_likelihood_of_several_samples_per_example(head, num_samples):
 @pytest.mark.parametrize("size", [784, 97])  # blocks of 56; a prime falls back
 def test_sum_softplus_is_accurate_for_extreme_logits(size):
     logits = RNG.normal(scale=30, size=(50, size)).astype("float32")
-    logits[0, :5] = [-200, 200, 0, -90, 90]
+    logits[0, :7] = [-200, 200, 0, -90, 90, 1e-5, -3e-4]
     expected = np.logaddexp(0, logits.astype("float64")).sum(-1)
     value = heads.sum_softplus(tf.constant(logits)).numpy()
     np.testing.assert_allclose(value, expected, rtol=1e-6, atol=1e-3)
@@ -198,3 +198,14 @@ def test_sum_softplus_is_accurate_for_extreme_logits(size):
         rtol=1e-6,
         atol=1e-30,  # float32 flushes sigmoid(-200) = 1e-87 to 0
     )
+
+
+def test_sum_softplus_of_mostly_saturated_logits_is_float32_accurate():
+    # A trained decoder's logits: mostly far below 0 (the background), where
+    # softplus is tiny; the sum must not carry errors of the size of |l|.
+    logits = RNG.normal(-60, 30, size=(200, 784)).astype("float32")
+    logits[:, :100] = RNG.normal(3, 3, size=(200, 100))
+    expected = np.logaddexp(0, logits.astype("float64")).sum(-1)
+    value = heads.sum_softplus(tf.constant(logits)).numpy()
+    # float32 rounding of a sum of 784 terms, the largest about 10.
+    np.testing.assert_allclose(value, expected, rtol=0, atol=2e-4)

@@ -482,6 +482,7 @@ def _evaluate(args):
     import tfvae
     from tfvae import data
 
+    tfvae.estimators.use_evaluation_threads()
     model = _load_model(args.model_path)
     x = _load_data(args, model)
     result = tfvae.evaluate_log_likelihood(
@@ -578,8 +579,10 @@ def _export(args):
 
 
 def _zoo(args):
-    from tfvae import zoo
+    from tfvae import estimators, zoo
 
+    if args.zoo_command in ("verify", "publish"):
+        estimators.use_evaluation_threads()
     if args.zoo_command == "list":
         for name in zoo.list():
             print(name)

@@ -19,6 +19,7 @@ chunking (or on `batch_size`); blocks are combined with log-sum-exp in float32.
 """
 
 import math
+import os
 
 import keras
 import numpy as np
@@ -26,9 +27,43 @@ import tensorflow as tf
 
 from tfvae import _checks
 
-__all__ = ["evaluate_log_likelihood", "bits_per_dim"]
+__all__ = ["evaluate_log_likelihood", "bits_per_dim", "use_evaluation_threads"]
 
 DEFAULT_MEMORY_BUDGET = 256 * 2**20
+
+
+_THREAD_VARIABLES = ("TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS")
+
+
+def use_evaluation_threads():
+    """Sets TensorFlow's CPU thread pools for `log_likelihood`; True if it did.
+
+    One intra-op thread, and one inter-op thread per core this process may
+    run on: each block of samples then runs its ops on one core, and blocks
+    run side by side, one per core. On the 2-core development machine this
+    made the estimator about 1.2 times faster than TensorFlow's default pools,
+    which split every op of every block across all cores
+    (`benchmarks/log_likelihood_throughput.py`, see BENCHMARKS.md). Training,
+    whose steps run one after the other, is better served by the defaults.
+
+    TensorFlow fixes its thread pools when it runs its first op, so call this
+    first thing in a process that evaluates. It changes nothing, and returns
+    False, where `TF_NUM_INTRAOP_THREADS` or `TF_NUM_INTEROP_THREADS` is set
+    (your settings win) or TensorFlow has already started. `tfvae evaluate`,
+    `tfvae zoo verify` and `tfvae zoo publish` call it.
+    """
+    if any(os.environ.get(name) for name in _THREAD_VARIABLES):
+        return False
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        cores = os.cpu_count() or 1
+    try:
+        tf.config.threading.set_intra_op_parallelism_threads(1)
+        tf.config.threading.set_inter_op_parallelism_threads(cores)
+    except RuntimeError:  # TensorFlow has started: its pools are fixed.
+        return False
+    return True
 
 
 def _mix(h):
@@ -64,37 +99,53 @@ def counter_normal(seed, example_index, first_sample, num_samples, dim):
     return noise[..., :dim]
 
 
-def log_weights(model, x, example_index, first_sample, seed, num_samples):
+def log_weights(
+    model, x, example_index, first_sample, seed, num_samples, prepared=None
+):
     """log p(x, z) - log q(z|x) of samples first .. first + num_samples - 1.
 
     The noise is `counter_normal` keyed by (seed, example_index, sample);
     returns a (num_samples, batch) tensor. Both the estimator and the exported
     `log_likelihood` signature go through here, so they draw the same samples.
+    `prepared` is `model.likelihood.prepare(x)`, or None.
     """
     noise = counter_normal(
         seed, example_index, first_sample, num_samples, sum(model._noise_dims)
     )
-    return model._log_weights(x, model._split_noise(noise))
+    return model._log_weights(x, model._split_noise(noise), prepared=prepared)
 
 
 # Example-sample pairs evaluated at once inside a call: few enough that a
 # block's activations stay in the CPU caches, enough for efficient matmuls.
 _BLOCK_PAIRS = 1024
-# Pairs per call of the compiled function, which amortizes the per-call cost.
-_CALL_PAIRS = 32768
+# Pairs per call of the compiled function, which amortizes the per-call cost
+# and the start and end of its loop, where fewer blocks can run side by side.
+_CALL_PAIRS = 131072
+# Blocks evaluated side by side at most: TensorFlow's default for a loop, or
+# more where there are more inter-op threads to run them.
+_MIN_PARALLEL_BLOCKS = 10
 
 
 def _chunk_function(model):
     """A compiled (x, example_index, seed, K, block) -> (logsumexp, sum) of log w.
 
-    The K samples of each example are evaluated in blocks of `block` samples,
-    one after the other in a `tf.while_loop` (so memory holds one block's
-    activations), and combined with log-sum-exp.
+    The K samples of each example are evaluated in blocks of `block` samples
+    in a `tf.while_loop`, whose iterations TensorFlow runs side by side on its
+    inter-op threads (memory holds the activations of those blocks only), and
+    combined with log-sum-exp. What depends on x only (the likelihood head's
+    `prepare`) is computed once, before the loop.
     """
+    parallel = max(
+        _MIN_PARALLEL_BLOCKS, tf.config.threading.get_inter_op_parallelism_threads()
+    )
 
     def chunk(x, example_index, seed, num_samples, block):
+        prepared = model.likelihood.prepare(x) if model.likelihood.built else None
+
         def evaluate(first, count):
-            log_w = log_weights(model, x, example_index, first, seed, count)
+            log_w = log_weights(
+                model, x, example_index, first, seed, count, prepared=prepared
+            )
             return tf.reduce_logsumexp(log_w, axis=0), tf.reduce_sum(log_w, axis=0)
 
         def add(state, first, count):
@@ -111,6 +162,7 @@ def _chunk_function(model):
                 lambda i, lse, total: i < full,
                 lambda i, lse, total: (i + 1, *add((lse, total), i * block, block)),
                 (tf.constant(1), *state),
+                parallel_iterations=parallel,
             )
         if num_samples > full * block:
             state = add(state, full * block, num_samples - full * block)

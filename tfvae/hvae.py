@@ -307,7 +307,7 @@ class HierarchicalVAE(LatentVariableModel):
             conditionals.insert(0, p)
         return posteriors, samples, conditionals
 
-    def _chain(self, x, noise, training=None):
+    def _chain(self, x, noise, training=None, prepared=None):
         num_samples = noise[0].shape[0]
 
         def per_sample(values):
@@ -326,7 +326,9 @@ class HierarchicalVAE(LatentVariableModel):
         ]
         log_p.append(per_sample(self.prior.log_prob(z[-1])))
         features = self.generative_networks[0](z[0], training=training)
-        log_px = self.likelihood.log_likelihood(features, x, num_samples)
+        log_px = self.likelihood.log_likelihood(
+            features, x, num_samples, prepared=prepared
+        )
         log_px = per_sample(log_px)
         kl_top = heads.tfd.kl_divergence(posteriors[-1], self.prior)
         if first != self.num_layers - 1:  # q(z_L|.) has batch (S*B,)

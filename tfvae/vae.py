@@ -4,7 +4,14 @@ import keras
 from keras import ops
 
 from tfvae import _checks, heads
-from tfvae._model import Chain, LatentVariableModel, reparameterize, standard_normal
+from tfvae._model import (
+    Chain,
+    LatentVariableModel,
+    log_prob_of_noise,
+    reparameterize,
+    standard_normal,
+    standard_normal_log_prob,
+)
 from tfvae._networks import mlp
 
 _KL_ESTIMATORS = ("analytic", "mc")
@@ -164,7 +171,7 @@ class VAE(LatentVariableModel):
         (z,) = noise
         return self.decode(z).mean()
 
-    def _chain(self, x, noise, training=None):
+    def _chain(self, x, noise, training=None, prepared=None):
         (noise,) = noise
         num_samples = noise.shape[0]
         q = self.encode(x, training=training)
@@ -172,12 +179,14 @@ class VAE(LatentVariableModel):
         features = self.decoder(
             ops.reshape(z, (-1, self.latent_dim)), training=training
         )
-        log_px = self.likelihood.log_likelihood(features, x, num_samples)
+        log_px = self.likelihood.log_likelihood(
+            features, x, num_samples, prepared=prepared
+        )
         log_px = ops.reshape(log_px, (num_samples, -1))
         return Chain(
             log_px=log_px,
-            log_q=[q.log_prob(z)],
-            log_p=[self.prior.log_prob(z)],
+            log_q=[log_prob_of_noise(q, noise)],
+            log_p=[standard_normal_log_prob(z)],
             kl_top=heads.tfd.kl_divergence(q, self.prior),
         )
 
