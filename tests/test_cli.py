@@ -44,11 +44,13 @@ def tfvae_command():
 
 
 def run(*args, check=True, timeout=300):
+    # TensorFlow's thread settings are left to the commands.
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TF_NUM_")}
     result = subprocess.run(
         [tfvae_command(), *map(str, args)],
         capture_output=True,
         text=True,
-        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
+        env={**env, "TF_CPP_MIN_LOG_LEVEL": "3"},
         timeout=timeout,
     )
     if check:
@@ -128,6 +130,10 @@ def test_evaluate_prints_a_table_and_json(trained):
     assert result["num_examples"] == 50 and result["num_samples"] == 20
     assert result["log_likelihood"] > result["elbo"] - 3 * result["elbo_stderr"]
     assert len(result["active_units"]) == 1 and np.isfinite(result["bits_per_dim"])
+    # The estimator's thread pools (`use_evaluation_threads`).
+    cores = len(os.sched_getaffinity(0))
+    assert result["threads"] == {"intra_op": 1, "inter_op": cores}
+    assert f"intra-op 1, inter-op {cores}" in table
 
 
 @pytest.mark.slow

@@ -1,6 +1,9 @@
 """The importance-sampled log-likelihood, proven on models whose likelihood is exact."""
 
 import math
+import os
+import subprocess
+import sys
 
 import keras
 import numpy as np
@@ -313,3 +316,41 @@ def test_bad_arguments(kwargs, match):
     kwargs = {"x": X_BIN, **kwargs}
     with pytest.raises(ValueError, match=match):
         model.log_likelihood(**kwargs)
+
+
+def _thread_settings(env):
+    """(returned value, intra-op, inter-op) of `use_evaluation_threads`, in
+    a fresh interpreter with these environment variables."""
+    code = (
+        "import tensorflow as tf\n"
+        "from tfvae import estimators\n"
+        "first = estimators.use_evaluation_threads()\n"
+        "t = tf.config.threading\n"
+        "print(first, t.get_intra_op_parallelism_threads(),"
+        " t.get_inter_op_parallelism_threads())\n"
+    )
+    base = {k: v for k, v in os.environ.items() if not k.startswith("TF_NUM_")}
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        env={**base, "TF_CPP_MIN_LOG_LEVEL": "3", **env},
+        timeout=120,
+        check=True,
+    )
+    return result.stdout.split()
+
+
+def test_use_evaluation_threads_sets_one_intra_op_thread_per_block():
+    cores = len(os.sched_getaffinity(0))
+    assert _thread_settings({}) == ["True", "1", str(cores)]
+    # The user's settings win: nothing changes.
+    assert _thread_settings({"TF_NUM_INTRAOP_THREADS": "2"}) == ["False", "0", "0"]
+    assert _thread_settings({"TF_NUM_INTEROP_THREADS": "3"}) == ["False", "0", "0"]
+
+
+def test_use_evaluation_threads_after_tensorflow_started_changes_nothing():
+    tf.constant(1.0) + 1.0  # this process has started TensorFlow
+    before = tf.config.threading.get_intra_op_parallelism_threads()
+    assert not tfvae.estimators.use_evaluation_threads()
+    assert tf.config.threading.get_intra_op_parallelism_threads() == before

@@ -181,6 +181,31 @@ def test_log_likelihood_of_several_samples_per_example(head, num_samples):
         )
 
 
+@pytest.mark.parametrize(
+    "head",
+    [
+        heads.BernoulliHead(event_shape=(4, 7)),
+        heads.GaussianHead(scale="diagonal", event_shape=(5,)),
+    ],
+    ids=["bernoulli", "gaussian"],
+)
+@pytest.mark.parametrize("num_samples", [1, 3])
+def test_prepared_log_likelihood_is_the_same(head, num_samples):
+    # What the estimator computes once per chunk gives the same values.
+    features = tf.constant(RNG.normal(size=(2 * num_samples, 5)), tf.float32)
+    x = (RNG.random((2, *head.event_shape)) < 0.4).astype("float32")
+    plain = head.log_likelihood(features, x, num_samples)
+    prepared = head.log_likelihood(
+        features, x, num_samples, prepared=head.prepare(tf.constant(x))
+    )
+    np.testing.assert_array_equal(prepared.numpy(), plain.numpy())
+
+
+def test_prepare_of_an_unbuilt_bernoulli_head_fails_clearly():
+    with pytest.raises(ValueError, match="needs a built head"):
+        heads.BernoulliHead(event_shape=(3,)).prepare(np.zeros((2, 3), "float32"))
+
+
 @pytest.mark.parametrize("size", [784, 97])  # blocks of 56; a prime falls back
 def test_sum_softplus_is_accurate_for_extreme_logits(size):
     logits = RNG.normal(scale=30, size=(50, size)).astype("float32")

@@ -24,6 +24,9 @@ from tfvae import _checks, distribute, estimators, heads
 #   log_p:  per layer, log p(z_l | z_{l+1}) (the prior N(0, I) for l = L).
 #   kl_top: KL(q(z_L | z_{L-1}) || N(0, I)) in closed form, (S, B) or (B,).
 Chain = collections.namedtuple("Chain", ["log_px", "log_q", "log_p", "kl_top"])
+# What `_log_weights` computes from x alone, once for many blocks of samples:
+# the likelihood head's `prepare(x)`, and q(z|x) where it depends on x only.
+Prepared = collections.namedtuple("Prepared", ["likelihood", "posterior"])
 
 _OBJECTIVES = ("elbo", "iwae")
 
@@ -121,7 +124,7 @@ class LatentVariableModel(keras.Model):
     def _chain(self, x, noise, training=None, prepared=None):
         """One reparameterized pass; `noise` is the list `_noise` returns.
 
-        `prepared` is `self.likelihood.prepare(x)`, or None.
+        `prepared` is `self._prepare(x)`, or None.
         """
         raise NotImplementedError
 
@@ -206,10 +209,15 @@ class LatentVariableModel(keras.Model):
         latent = sum(log_p - log_q for log_p, log_q in pairs)
         return chain.log_px + kl_weight * latent
 
+    def _prepare(self, x):
+        """A `Prepared`: the work of `_log_weights` that depends on x only."""
+        likelihood = self.likelihood.prepare(x) if self.likelihood.built else None
+        return Prepared(likelihood=likelihood, posterior=None)
+
     def _log_weights(self, x, noise, training=None, prepared=None):
         """Importance log-weights log p(x, z) - log q(z|x) of each draw, (S, B).
 
-        `prepared` is `self.likelihood.prepare(x)`, or None.
+        `prepared` is `self._prepare(x)`, or None.
         """
         chain = self._chain(x, noise, training=training, prepared=prepared)
         return self._chain_log_weights(chain)

@@ -479,6 +479,8 @@ def _load_data(args, model):
 
 
 def _evaluate(args):
+    import tensorflow as tf
+
     import tfvae
     from tfvae import data
 
@@ -499,7 +501,16 @@ def _evaluate(args):
     result["kl_per_layer"] = [
         float(k.sum()) for k in tfvae.diagnostics.kl_per_dimension(model, x)
     ]
-    result.update(dataset=str(args.dataset), split=args.split)
+    threading = tf.config.threading
+    result.update(
+        dataset=str(args.dataset),
+        split=args.split,
+        # 0: TensorFlow's own choice (or TF_NUM_*_THREADS, which it reads).
+        threads={
+            "intra_op": threading.get_intra_op_parallelism_threads(),
+            "inter_op": threading.get_inter_op_parallelism_threads(),
+        },
+    )
     if args.json:
         print(json.dumps(result, indent=2))
         return 0
@@ -514,6 +525,12 @@ def _evaluate(args):
         ("NLL", f"{result['nll']:.2f} nats ({result['bits_per_dim']:.4f} bits/dim)"),
         ("active units", ", ".join(map(str, result["active_units"]))),
         ("KL per layer", ", ".join(f"{k:.2f}" for k in result["kl_per_layer"])),
+        (
+            "TF threads",
+            "intra-op {intra_op}, inter-op {inter_op} (0: TensorFlow's choice)".format(
+                **result["threads"]
+            ),
+        ),
     ]
     width = max(len(name) for name, _ in rows)
     for name, value in rows:

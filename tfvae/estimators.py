@@ -107,7 +107,7 @@ def log_weights(
     The noise is `counter_normal` keyed by (seed, example_index, sample);
     returns a (num_samples, batch) tensor. Both the estimator and the exported
     `log_likelihood` signature go through here, so they draw the same samples.
-    `prepared` is `model.likelihood.prepare(x)`, or None.
+    `prepared` is `model._prepare(x)`, or None.
     """
     noise = counter_normal(
         seed, example_index, first_sample, num_samples, sum(model._noise_dims)
@@ -132,15 +132,16 @@ def _chunk_function(model):
     The K samples of each example are evaluated in blocks of `block` samples
     in a `tf.while_loop`, whose iterations TensorFlow runs side by side on its
     inter-op threads (memory holds the activations of those blocks only), and
-    combined with log-sum-exp. What depends on x only (the likelihood head's
-    `prepare`) is computed once, before the loop.
+    combined with log-sum-exp. What depends on x only (`model._prepare`: the
+    likelihood head's `prepare`, and the VAE's encoder) is computed once,
+    before the loop.
     """
     parallel = max(
         _MIN_PARALLEL_BLOCKS, tf.config.threading.get_inter_op_parallelism_threads()
     )
 
     def chunk(x, example_index, seed, num_samples, block):
-        prepared = model.likelihood.prepare(x) if model.likelihood.built else None
+        prepared = model._prepare(x)
 
         def evaluate(first, count):
             log_w = log_weights(

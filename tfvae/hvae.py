@@ -326,8 +326,9 @@ class HierarchicalVAE(LatentVariableModel):
         ]
         log_p.append(per_sample(self.prior.log_prob(z[-1])))
         features = self.generative_networks[0](z[0], training=training)
+        likelihood = None if prepared is None else prepared.likelihood
         log_px = self.likelihood.log_likelihood(
-            features, x, num_samples, prepared=prepared
+            features, x, num_samples, prepared=likelihood
         )
         log_px = per_sample(log_px)
         kl_top = heads.tfd.kl_divergence(posteriors[-1], self.prior)

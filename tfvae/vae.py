@@ -7,6 +7,7 @@ from tfvae import _checks, heads
 from tfvae._model import (
     Chain,
     LatentVariableModel,
+    Prepared,
     log_prob_of_noise,
     reparameterize,
     standard_normal,
@@ -171,16 +172,23 @@ class VAE(LatentVariableModel):
         (z,) = noise
         return self.decode(z).mean()
 
+    def _prepare(self, x):
+        return super()._prepare(x)._replace(posterior=self.encode(x))
+
     def _chain(self, x, noise, training=None, prepared=None):
         (noise,) = noise
         num_samples = noise.shape[0]
-        q = self.encode(x, training=training)
+        if prepared is None:
+            prepared = Prepared(likelihood=None, posterior=None)
+        q = prepared.posterior
+        if q is None:
+            q = self.encode(x, training=training)
         z = reparameterize(q, noise)  # (S, B, D)
         features = self.decoder(
             ops.reshape(z, (-1, self.latent_dim)), training=training
         )
         log_px = self.likelihood.log_likelihood(
-            features, x, num_samples, prepared=prepared
+            features, x, num_samples, prepared=prepared.likelihood
         )
         log_px = ops.reshape(log_px, (num_samples, -1))
         return Chain(
