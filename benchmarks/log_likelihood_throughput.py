@@ -17,7 +17,7 @@ It also projects the wall time of the standard evaluation: K = 5000 on the
 
 `--threads` picks TensorFlow's thread pools for the whole process (estimator
 and references alike): `tensorflow`, its defaults, or `evaluation`, those of
-`tfvae.estimators.use_evaluation_threads` (one intra-op thread, one inter-op
+`tfvae.use_evaluation_threads` (one intra-op thread, one inter-op
 thread per core), which `tfvae evaluate` and `tfvae zoo verify` use.
 
 Usage:

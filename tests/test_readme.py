@@ -130,3 +130,27 @@ def test_first_readme_command_is_the_offline_preset_job(tmp_path):
     )
     assert result.returncode == 0, result.stderr[-2000:]
     assert (tmp_path / "samples.png").exists()
+
+
+def test_evaluation_threads_snippet_runs_as_written():
+    readme = (ROOT / "README.md").read_text()
+    snippet = re.search(
+        r"```python\n(import tfvae\n\ntfvae\.use_evaluation_threads\(\).*?)```",
+        readme,
+        re.S,
+    ).group(1)
+    check = (
+        "import tensorflow as tf\n"
+        "print(model.name, tf.config.threading.get_intra_op_parallelism_threads())\n"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TF_NUM_")}
+    result = subprocess.run(
+        [sys.executable, "-c", snippet + check],
+        capture_output=True,
+        text=True,
+        env={**env, "TF_CPP_MIN_LOG_LEVEL": "3"},
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    name, intra_op = result.stdout.split()[-2:]
+    assert intra_op == "1" and name

@@ -4,7 +4,11 @@ The public API is what this module re-exports.
 """
 
 from tfvae import callbacks, data, diagnostics, distribute, heads, layers, zoo
-from tfvae.estimators import bits_per_dim, evaluate_log_likelihood
+from tfvae.estimators import (
+    bits_per_dim,
+    evaluate_log_likelihood,
+    use_evaluation_threads,
+)
 from tfvae.export import export_saved_model
 from tfvae.hvae import HierarchicalVAE
 from tfvae.vae import VAE
@@ -22,6 +26,7 @@ __all__ = [
     "export_saved_model",
     "heads",
     "layers",
+    "use_evaluation_threads",
     "zoo",
     "__version__",
 ]

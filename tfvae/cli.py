@@ -484,7 +484,7 @@ def _evaluate(args):
     import tfvae
     from tfvae import data
 
-    tfvae.estimators.use_evaluation_threads()
+    tfvae.use_evaluation_threads()
     model = _load_model(args.model_path)
     x = _load_data(args, model)
     result = tfvae.evaluate_log_likelihood(

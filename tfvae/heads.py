@@ -204,19 +204,27 @@ class BernoulliHead(DistributionHead):
         is f . (K x) + c . x: one small product per example instead of an
         elementwise pass over every (sample, pixel), and x is never repeated.
         The second is `sum_softplus_of_double` of m = l / 2, computed as
-        f (K / 2) + c / 2 (halving is exact in float32), which saves it a pass.
-        See `DistributionHead.log_likelihood` for the shapes.
+        f (K / 2) + c / 2 (halving is exact in float32), which saves it a pass
+        over the logits. `prepare(x)` holds K x, c . x, K / 2 and c / 2. See
+        `DistributionHead.log_likelihood` for the shapes.
         """
         if not self.built:
             self.build(features.shape)
         width = math.prod(features.shape[1:])
         features = ops.cast(ops.reshape(features, (-1, width)), "float32")
+        if num_samples == 1 and prepared is None:  # a training step
+            x = ops.reshape(ops.cast(x, "float32"), (ops.shape(x)[0], -1))
+            logits = ops.add(
+                ops.matmul(features, ops.cast(self.kernel, "float32")),
+                ops.cast(self.bias, "float32"),
+            )
+            return ops.sum(x * logits, axis=-1) - sum_softplus(logits)
         if prepared is None:
             prepared = self.prepare(x)
         x, kernel_x, x_dot_bias, half_kernel, half_bias = prepared
         half_logits = ops.add(ops.matmul(features, half_kernel), half_bias)
         normalizer = sum_softplus_of_double(half_logits)
-        if num_samples == 1:  # K x would cost as much as the logits themselves
+        if num_samples == 1:
             return 2.0 * ops.sum(x * half_logits, axis=-1) - normalizer
         per_sample = ops.reshape(features, (-1, ops.shape(x)[0], width))
         dot = ops.sum(per_sample * kernel_x[None], axis=-1) + x_dot_bias
