@@ -246,7 +246,7 @@ def sum_softplus_of_double(m):
     softplus(2 m) = 2 relu(m) + log(1 + exp(-2 |m|)), and
     1 + exp(-2 |m|) = 2 / (1 + tanh |m|). Over a block of b elements, the
     second terms sum to b log 2 - log prod (1 + |tanh m|), a product of
-    factors in [1, 2) (below 2^64 for b <= 64: no overflow in float32). That
+    factors in [1, 2] (at most 2^64 for b <= 64: no overflow in float32). That
     is one tanh per element and one log per block: faster on CPU than the
     exp of the same form or a softplus per element
     (`benchmarks/bernoulli_normalizer.py`), and as accurate in float32 as a
