@@ -32,8 +32,13 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
+from log_likelihood_throughput import (  # noqa: E402
+    add_threads_argument,
+    apply_threads,
+    threads_description,
+)
 
-from tfvae import estimators, heads  # noqa: E402
+from tfvae import heads  # noqa: E402
 
 ROWS, HIDDEN, PIXELS, BLOCK = 1014, 200, 784, 56
 
@@ -89,12 +94,9 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--calls", type=int, default=20)
-    parser.add_argument(
-        "--threads", choices=["tensorflow", "evaluation"], default="tensorflow"
-    )
+    add_threads_argument(parser)
     args = parser.parse_args(argv)
-    if args.threads == "evaluation" and not estimators.use_evaluation_threads():
-        parser.error("--threads evaluation: TF_NUM_*_THREADS is set")
+    apply_threads(parser, args)
 
     rng = np.random.default_rng(0)
     head = heads.BernoulliHead(event_shape=(PIXELS,))
@@ -135,13 +137,10 @@ def main(argv=None):
     test[:, :100] = rng.normal(3, 3, size=(200, 100))
     test[0, :4] = [-200, 200, 0, 1e-5]
     exact = np.logaddexp(0, test.astype("float64")).sum(-1)
-    threading = tf.config.threading
     print(
         f"one block: {ROWS} rows x {PIXELS} logits; tensorflow {tf.__version__}; "
-        f"threads {args.threads} (intra-op "
-        f"{threading.get_intra_op_parallelism_threads()}, inter-op "
-        f"{threading.get_inter_op_parallelism_threads()}); median of "
-        f"{args.rounds} rounds of {args.calls} calls"
+        f"{threads_description(args)}); median of {args.rounds} rounds of "
+        f"{args.calls} calls"
     )
     print(f"{'piece':<44} {'ms':>7}  largest error against float64 (nats)")
     for name, values in times.items():

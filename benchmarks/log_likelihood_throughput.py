@@ -68,11 +68,7 @@ def matmul_reference(rows, blocks=1):
         tf.random.normal((HIDDEN[0], PIXELS)),
     ]
     z = tf.random.normal((rows, LATENT))
-    # as many blocks side by side as the estimator runs
-    parallel = max(
-        estimators._MIN_PARALLEL_BLOCKS,
-        tf.config.threading.get_inter_op_parallelism_threads(),
-    )
+    parallel = estimators._parallel_blocks()  # as many side by side as it runs
 
     def block(i, total):
         h = z + tf.cast(i, tf.float32)  # a new input per block
@@ -89,6 +85,28 @@ def matmul_reference(rows, blocks=1):
     return run
 
 
+def add_threads_argument(parser):
+    """`--threads tensorflow|evaluation`: see the module docstring."""
+    parser.add_argument(
+        "--threads", choices=["tensorflow", "evaluation"], default="tensorflow"
+    )
+
+
+def apply_threads(parser, args):
+    """Sets the pools `--threads` asks for; call before TensorFlow's first op."""
+    if args.threads == "evaluation" and not estimators.use_evaluation_threads():
+        parser.error("--threads evaluation: TF_NUM_*_THREADS is set")
+
+
+def threads_description(args):
+    """`threads NAME (intra-op N, inter-op M`, left open for the caller."""
+    settings = estimators._thread_settings()
+    return (
+        f"threads {args.threads} (intra-op {settings['intra_op']}, "
+        f"inter-op {settings['inter_op']}"
+    )
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--examples", type=int, default=200)
@@ -97,12 +115,9 @@ def main(argv=None):
     parser.add_argument(
         "--memory-budget", type=int, default=estimators.DEFAULT_MEMORY_BUDGET
     )
-    parser.add_argument(
-        "--threads", choices=["tensorflow", "evaluation"], default="tensorflow"
-    )
+    add_threads_argument(parser)
     args = parser.parse_args(argv)
-    if args.threads == "evaluation" and not estimators.use_evaluation_threads():
-        parser.error("--threads evaluation: TF_NUM_*_THREADS is set")
+    apply_threads(parser, args)
 
     x, source = load_test_images(args.examples)
     keras.utils.set_random_seed(0)
@@ -151,13 +166,10 @@ def main(argv=None):
         f"784-200-200-50 tanh Bernoulli VAE; chunks of {examples} examples x "
         f"{samples} samples = {rows} rows, in blocks of {examples} x {block}"
     )
-    threading = tf.config.threading
     print(
         f"machine: {platform.machine()}, {os.cpu_count()} CPUs; tensorflow "
         f"{tf.__version__}, keras {keras.__version__}, tfvae {tfvae.__version__}; "
-        f"threads {args.threads} (intra-op "
-        f"{threading.get_intra_op_parallelism_threads()}, inter-op "
-        f"{threading.get_inter_op_parallelism_threads()}; 0: TensorFlow's choice)"
+        f"{threads_description(args)}; 0: TensorFlow's choice)"
     )
     print(
         f"log_likelihood: median {rate:,.0f} decoder evaluations/s "

@@ -1,6 +1,7 @@
 """Shared test helpers: round trips and an independent numpy forward pass."""
 
 import json
+import os
 
 import keras
 import numpy as np
@@ -56,3 +57,10 @@ def normal_log_density(x, loc, scale):
 def dense(x, layer, activation=None):
     y = x @ layer.kernel.numpy() + layer.bias.numpy()
     return np.tanh(y) if activation == "tanh" else y
+
+
+def subprocess_environment(**extra):
+    """This process's environment for a child, quiet, with TensorFlow's thread
+    settings (TF_NUM_*) left to the child; `extra` variables on top."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TF_NUM_")}
+    return {**env, "TF_CPP_MIN_LOG_LEVEL": "3", **extra}

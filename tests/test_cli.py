@@ -12,6 +12,7 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from helpers import subprocess_environment
 
 import tfvae
 from tfvae import cli
@@ -44,13 +45,11 @@ def tfvae_command():
 
 
 def run(*args, check=True, timeout=300):
-    # TensorFlow's thread settings are left to the commands.
-    env = {k: v for k, v in os.environ.items() if not k.startswith("TF_NUM_")}
     result = subprocess.run(
         [tfvae_command(), *map(str, args)],
         capture_output=True,
         text=True,
-        env={**env, "TF_CPP_MIN_LOG_LEVEL": "3"},
+        env=subprocess_environment(),  # thread settings left to the commands
         timeout=timeout,
     )
     if check:

@@ -9,7 +9,7 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-from helpers import softplus
+from helpers import softplus, subprocess_environment
 
 import tfvae
 from tfvae import heads
@@ -329,12 +329,11 @@ def _thread_settings(env):
         "print(first, t.get_intra_op_parallelism_threads(),"
         " t.get_inter_op_parallelism_threads())\n"
     )
-    base = {k: v for k, v in os.environ.items() if not k.startswith("TF_NUM_")}
     result = subprocess.run(
         [sys.executable, "-c", code],
         capture_output=True,
         text=True,
-        env={**base, "TF_CPP_MIN_LOG_LEVEL": "3", **env},
+        env=subprocess_environment(**env),
         timeout=120,
         check=True,
     )

@@ -9,6 +9,7 @@ import sys
 
 import numpy as np
 import pytest
+from helpers import subprocess_environment
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
@@ -143,12 +144,11 @@ def test_evaluation_threads_snippet_runs_as_written():
         "import tensorflow as tf\n"
         "print(model.name, tf.config.threading.get_intra_op_parallelism_threads())\n"
     )
-    env = {k: v for k, v in os.environ.items() if not k.startswith("TF_NUM_")}
     result = subprocess.run(
         [sys.executable, "-c", snippet + check],
         capture_output=True,
         text=True,
-        env={**env, "TF_CPP_MIN_LOG_LEVEL": "3"},
+        env=subprocess_environment(),
         timeout=300,
     )
     assert result.returncode == 0, result.stderr[-3000:]

@@ -27,6 +27,8 @@ Chain = collections.namedtuple("Chain", ["log_px", "log_q", "log_p", "kl_top"])
 # What `_log_weights` computes from x alone, once for many blocks of samples:
 # the likelihood head's `prepare(x)`, and q(z|x) where it depends on x only.
 Prepared = collections.namedtuple("Prepared", ["likelihood", "posterior"])
+# Nothing prepared: the chain computes each part itself.
+NOTHING_PREPARED = Prepared(likelihood=None, posterior=None)
 
 _OBJECTIVES = ("elbo", "iwae")
 
@@ -121,10 +123,10 @@ class LatentVariableModel(keras.Model):
         """Dimensions of z_1 ... z_L: one standard normal draw is split among them."""
         raise NotImplementedError
 
-    def _chain(self, x, noise, training=None, prepared=None):
+    def _chain(self, x, noise, training=None, prepared=NOTHING_PREPARED):
         """One reparameterized pass; `noise` is the list `_noise` returns.
 
-        `prepared` is `self._prepare(x)`, or None.
+        `prepared` is `self._prepare(x)`, or `NOTHING_PREPARED`.
         """
         raise NotImplementedError
 
@@ -212,13 +214,15 @@ class LatentVariableModel(keras.Model):
     def _prepare(self, x):
         """A `Prepared`: the work of `_log_weights` that depends on x only."""
         likelihood = self.likelihood.prepare(x) if self.likelihood.built else None
-        return Prepared(likelihood=likelihood, posterior=None)
+        return NOTHING_PREPARED._replace(likelihood=likelihood)
 
     def _log_weights(self, x, noise, training=None, prepared=None):
         """Importance log-weights log p(x, z) - log q(z|x) of each draw, (S, B).
 
         `prepared` is `self._prepare(x)`, or None.
         """
+        if prepared is None:
+            prepared = NOTHING_PREPARED
         chain = self._chain(x, noise, training=training, prepared=prepared)
         return self._chain_log_weights(chain)
 

@@ -479,10 +479,8 @@ def _load_data(args, model):
 
 
 def _evaluate(args):
-    import tensorflow as tf
-
     import tfvae
-    from tfvae import data
+    from tfvae import data, estimators
 
     tfvae.use_evaluation_threads()
     model = _load_model(args.model_path)
@@ -501,15 +499,11 @@ def _evaluate(args):
     result["kl_per_layer"] = [
         float(k.sum()) for k in tfvae.diagnostics.kl_per_dimension(model, x)
     ]
-    threading = tf.config.threading
     result.update(
         dataset=str(args.dataset),
         split=args.split,
         # 0: TensorFlow's own choice (or TF_NUM_*_THREADS, which it reads).
-        threads={
-            "intra_op": threading.get_intra_op_parallelism_threads(),
-            "inter_op": threading.get_inter_op_parallelism_threads(),
-        },
+        threads=estimators._thread_settings(),
     )
     if args.json:
         print(json.dumps(result, indent=2))

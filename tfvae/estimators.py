@@ -66,6 +66,15 @@ def use_evaluation_threads():
     return True
 
 
+def _thread_settings():
+    """TensorFlow's intra- and inter-op pool sizes (0: its own choice)."""
+    threading = tf.config.threading
+    return {
+        "intra_op": threading.get_intra_op_parallelism_threads(),
+        "inter_op": threading.get_inter_op_parallelism_threads(),
+    }
+
+
 def _mix(h):
     """The 32-bit finalizer of MurmurHash3: a bijection with full avalanche."""
     h = tf.bitwise.bitwise_xor(h, tf.bitwise.right_shift(h, 16))
@@ -121,9 +130,12 @@ _BLOCK_PAIRS = 1024
 # Pairs per call of the compiled function, which amortizes the per-call cost
 # and the start and end of its loop, where fewer blocks can run side by side.
 _CALL_PAIRS = 131072
-# Blocks evaluated side by side at most: TensorFlow's default for a loop, or
-# more where there are more inter-op threads to run them.
-_MIN_PARALLEL_BLOCKS = 10
+
+
+def _parallel_blocks():
+    """Blocks evaluated side by side at most: TensorFlow's default for a loop
+    (10), or more where there are more inter-op threads to run them."""
+    return max(10, _thread_settings()["inter_op"])
 
 
 def _chunk_function(model):
@@ -136,9 +148,7 @@ def _chunk_function(model):
     likelihood head's `prepare`, and the VAE's encoder) is computed once,
     before the loop.
     """
-    parallel = max(
-        _MIN_PARALLEL_BLOCKS, tf.config.threading.get_inter_op_parallelism_threads()
-    )
+    parallel = _parallel_blocks()
 
     def chunk(x, example_index, seed, num_samples, block):
         prepared = model._prepare(x)

@@ -5,6 +5,7 @@ from keras import ops
 
 from tfvae import _checks, heads
 from tfvae._model import (
+    NOTHING_PREPARED,
     Chain,
     LatentVariableModel,
     diagonal_normal,
@@ -307,7 +308,7 @@ class HierarchicalVAE(LatentVariableModel):
             conditionals.insert(0, p)
         return posteriors, samples, conditionals
 
-    def _chain(self, x, noise, training=None, prepared=None):
+    def _chain(self, x, noise, training=None, prepared=NOTHING_PREPARED):
         num_samples = noise[0].shape[0]
 
         def per_sample(values):
@@ -326,9 +327,8 @@ class HierarchicalVAE(LatentVariableModel):
         ]
         log_p.append(per_sample(self.prior.log_prob(z[-1])))
         features = self.generative_networks[0](z[0], training=training)
-        likelihood = None if prepared is None else prepared.likelihood
         log_px = self.likelihood.log_likelihood(
-            features, x, num_samples, prepared=likelihood
+            features, x, num_samples, prepared=prepared.likelihood
         )
         log_px = per_sample(log_px)
         kl_top = heads.tfd.kl_divergence(posteriors[-1], self.prior)

@@ -5,9 +5,9 @@ from keras import ops
 
 from tfvae import _checks, heads
 from tfvae._model import (
+    NOTHING_PREPARED,
     Chain,
     LatentVariableModel,
-    Prepared,
     log_prob_of_noise,
     reparameterize,
     standard_normal,
@@ -175,11 +175,9 @@ class VAE(LatentVariableModel):
     def _prepare(self, x):
         return super()._prepare(x)._replace(posterior=self.encode(x))
 
-    def _chain(self, x, noise, training=None, prepared=None):
+    def _chain(self, x, noise, training=None, prepared=NOTHING_PREPARED):
         (noise,) = noise
         num_samples = noise.shape[0]
-        if prepared is None:
-            prepared = Prepared(likelihood=None, posterior=None)
         q = prepared.posterior
         if q is None:
             q = self.encode(x, training=training)
