@@ -28,6 +28,7 @@ from serving_latency import median_seconds  # noqa: E402
 
 import tfvae  # noqa: E402
 from tfvae import estimators, heads  # noqa: E402
+from tfvae import noise as noise_lib  # noqa: E402
 
 SAMPLES, HIDDEN, LATENT, PIXELS = 5000, (200, 200), 50, 784
 
@@ -36,7 +37,7 @@ def parts(model, x):
     """name -> a no-argument callable that runs one piece and waits for it."""
     seed = tf.constant(1, tf.int64)
     index = tf.range(1)
-    chunk = estimators._chunk_function(model)
+    chunk = estimators.compiled_chunk(model)
     z = tf.random.normal((SAMPLES, LATENT))
     features = model.decoder(z)
     logits = tf.matmul(features, model.likelihood.kernel) + model.likelihood.bias
@@ -51,7 +52,7 @@ def parts(model, x):
         return h[0, 0]
 
     noise = tf.function(
-        lambda: estimators.counter_normal(seed, index, 0, SAMPLES, LATENT)[0, 0, 0]
+        lambda: noise_lib.counter_normal(seed, index, 0, SAMPLES, LATENT)[0, 0, 0]
     )
     hidden = tf.function(lambda: model.decoder(z)[0, 0])
     head = tf.function(lambda: model.likelihood.log_likelihood(features, x, SAMPLES)[0])

@@ -68,7 +68,7 @@ def matmul_reference(rows, blocks=1):
         tf.random.normal((HIDDEN[0], PIXELS)),
     ]
     z = tf.random.normal((rows, LATENT))
-    parallel = estimators._parallel_blocks()  # as many side by side as it runs
+    parallel = estimators.parallel_blocks()  # as many side by side as it runs
 
     def block(i, total):
         h = z + tf.cast(i, tf.float32)  # a new input per block
@@ -100,7 +100,7 @@ def apply_threads(parser, args):
 
 def threads_description(args):
     """`threads NAME (intra-op N, inter-op M`, left open for the caller."""
-    settings = estimators._thread_settings()
+    settings = estimators.thread_settings()
     return (
         f"threads {args.threads} (intra-op {settings['intra_op']}, "
         f"inter-op {settings['inter_op']}"
@@ -124,7 +124,7 @@ def main(argv=None):
     model = tfvae.VAE(
         input_shape=(PIXELS,), latent_dim=LATENT, hidden_units=HIDDEN, activation="tanh"
     )
-    examples, block = estimators._chunk_sizes(
+    examples, block = estimators.chunk_sizes(
         model, len(x), args.num_samples, None, args.memory_budget
     )
     samples = args.num_samples

@@ -13,7 +13,6 @@ from helpers import softplus, subprocess_environment
 
 import tfvae
 from tfvae import heads
-from tfvae.estimators import counter_normal
 
 RNG = np.random.default_rng(4)
 X_BIN = (RNG.random((40, 12)) < 0.3).astype("float32")
@@ -192,37 +191,13 @@ def test_elbo_below_iwae_bounds_rising_with_k_below_exact(exact_model):
     assert bounds[100] < 3 * errors[100], (bounds, exact_mean)
 
 
-# --- Noise, chunking, stability, the companion function -------------------------
-
-
-def test_counter_noise_is_standard_normal_and_independent():
-    noise = counter_normal(7, tf.range(8), 0, 20_000, 5).numpy()  # (K, B, dim)
-    flat = noise.ravel()
-    n = flat.size
-    assert abs(flat.mean()) < 4 / math.sqrt(n)
-    assert abs(flat.var() - 1) < 4 * math.sqrt(2 / n)
-    # Tails: P(|z| > 2) = 0.0455 and P(|z| > 3) = 0.0027 for a standard normal.
-    for bound, p in ((2.0, 0.0455), (3.0, 0.0027)):
-        assert abs((np.abs(flat) > bound).mean() - p) < 4 * math.sqrt(p * (1 - p) / n)
-    # No correlation across dimensions, examples or consecutive samples.
-    limit = 4 / math.sqrt(20_000)
-    assert abs(np.corrcoef(noise[:, 0, 0], noise[:, 0, 1])[0, 1]) < limit
-    assert abs(np.corrcoef(noise[:, 0, 0], noise[:, 1, 0])[0, 1]) < limit
-    assert abs(np.corrcoef(noise[1:, 0, 0], noise[:-1, 0, 0])[0, 1]) < limit
-    other_seed = counter_normal(8, tf.range(8), 0, 20_000, 5).numpy()
-    assert abs(np.corrcoef(noise[:, 0, 0], other_seed[:, 0, 0])[0, 1]) < limit
-
-
-def test_counter_noise_depends_only_on_its_indices():
-    whole = counter_normal(3, tf.range(10), 0, 300, 7).numpy()
-    part = counter_normal(3, tf.range(4, 6), 120, 50, 7).numpy()
-    np.testing.assert_array_equal(part, whole[120:170, 4:6])
+# --- Chunking, stability, the companion function -------------------------
 
 
 @pytest.mark.parametrize("model", small_models(), ids=["vae", "hvae"])
 def test_result_does_not_depend_on_chunking(model):
     reference = model.log_likelihood(X_BIN, num_samples=450, seed=5)
-    per_pair = 4 * model._floats_per_sample()
+    per_pair = 4 * model.floats_per_sample()
     for batch_size, budget in (
         (None, per_pair * 100),
         (7, per_pair * 250),

@@ -75,7 +75,7 @@ def expected_outputs(model, x, z):
             outputs[f"encode/loc_{layer}"] = q.mean().numpy()
             outputs[f"encode/scale_{layer}"] = q.stddev().numpy()
     else:
-        q = model.encode(x)
+        (q,) = model.encode(x)
         outputs.update(
             {"encode/loc": q.mean().numpy(), "encode/scale": q.stddev().numpy()}
         )
@@ -107,7 +107,7 @@ def exported(request, tmp_path_factory):
 
 def test_every_signature_in_a_tensorflow_only_process(exported, tmp_path):
     model, path = exported
-    z = RNG.normal(size=(7, model._noise_dims[0])).astype("float32")
+    z = RNG.normal(size=(7, model.latent_dims[0])).astype("float32")
     np.savez(tmp_path / "inputs.npz", x=X_BIN, z=z)
     result = subprocess.run(
         [
@@ -167,7 +167,7 @@ def test_signatures_have_dynamic_batches_and_reject_wrong_sizes(exported):
         with pytest.raises((ValueError, TypeError, tf.errors.InvalidArgumentError)):
             loaded.signatures[name](x=wrong)
     with pytest.raises((ValueError, TypeError, tf.errors.InvalidArgumentError)):
-        loaded.signatures["decode"](z=tf.zeros((2, model._noise_dims[0] + 1)))
+        loaded.signatures["decode"](z=tf.zeros((2, model.latent_dims[0] + 1)))
     with pytest.raises((ValueError, TypeError, tf.errors.InvalidArgumentError)):
         loaded.signatures["log_likelihood"](x=wrong, num_samples=tf.constant(3))
     with pytest.raises(
@@ -188,7 +188,7 @@ def test_model_reloaded_from_keras_file_exports_identically(exported, tmp_path):
     again = tfvae.export_saved_model(reloaded, tmp_path / "again")
     first, second = tf.saved_model.load(path), tf.saved_model.load(again)
     x = tf.constant(X_BIN)
-    z = tf.constant(RNG.normal(size=(3, model._noise_dims[0])), tf.float32)
+    z = tf.constant(RNG.normal(size=(3, model.latent_dims[0])), tf.float32)
     arguments = {
         "serving_default": {"x": x},
         "encode": {"x": x},

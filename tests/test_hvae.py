@@ -5,12 +5,12 @@ import pytest
 import tensorflow as tf
 from helpers import (
     assert_config_round_trip,
-    assert_keras_round_trip,
     dense,
     log_sigmoid,
     normal_log_density,
     softplus,
 )
+from model_test_case import run_model_test
 
 import tfvae
 from tfvae import heads
@@ -274,16 +274,19 @@ def test_free_bits_stop_the_kl_gradient_below_the_threshold():
         {"inference": "ladder"},
     ],
 )
-def test_config_and_keras_round_trips(kwargs, tmp_path):
-    model = small_hvae(**kwargs)
-    randomize_biases(model)
-    assert_config_round_trip(model)
-    x = X_BIN[:5]
-    loaded = assert_keras_round_trip(model, x, tmp_path)
-    np.testing.assert_array_equal(loaded.elbo(x, seed=4), model.elbo(x, seed=4))
-    np.testing.assert_array_equal(loaded.sample(3, seed=4), model.sample(3, seed=4))
-    for a, b in zip(loaded.encode(x, seed=4), model.encode(x, seed=4), strict=True):
-        np.testing.assert_array_equal(a.stddev(), b.stddev())
+def test_the_shared_model_test(kwargs, tmp_path):
+    config = dict(
+        input_shape=(12,),
+        latent_dims=(4, 2),
+        hidden_units=((8,), (6,)),
+        activation="tanh",
+    )
+    # The export round trip of both inference models (test_export checks
+    # them in a TensorFlow-only process).
+    export = kwargs in ({}, {"inference": "ladder"})
+    run_model_test(
+        tfvae.HierarchicalVAE, {**config, **kwargs}, X_BIN[:5], tmp_path, export=export
+    )
 
 
 @pytest.mark.parametrize(

@@ -154,3 +154,24 @@ def test_evaluation_threads_snippet_runs_as_written():
     assert result.returncode == 0, result.stderr[-3000:]
     name, intra_op = result.stdout.split()[-2:]
     assert intra_op == "1" and name
+
+
+def test_the_architecture_example_is_the_example_file():
+    text = (ROOT / "docs" / "architecture.md").read_text()
+    block = re.search(r"```python\n(.*?)```", text, re.S).group(1)
+    assert block in (ROOT / "examples" / "extending.py").read_text()
+    readme = (ROOT / "README.md").read_text()
+    assert "docs/architecture.md" in readme
+
+
+def test_the_extending_example_runs_as_written(tmp_path):
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "examples" / "extending.py")],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        env=subprocess_environment(),
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert re.search(r"log p\(x\), K = 200: -?[\d.]+ nats", result.stdout)

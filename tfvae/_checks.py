@@ -73,6 +73,29 @@ def one_of(value, name, choices):
     return value
 
 
+def get_object(identifier, base, from_name, kind, names):
+    """An instance of `base` for an instance, a name or a Keras config dict.
+
+    The `get` of the heads and the priors: an instance is returned as is, a
+    name goes to `from_name`, and a config dict is deserialized. Anything else
+    raises a `ValueError` that lists the valid `names` of the `kind`.
+    """
+    if isinstance(identifier, base):
+        return identifier
+    if isinstance(identifier, str):
+        return from_name(identifier)
+    if isinstance(identifier, dict):
+        import keras
+
+        found = keras.saving.deserialize_keras_object(identifier)
+        if isinstance(found, base):
+            return found
+    raise ValueError(
+        f"A {kind} must be one of {list(names)} or a tfvae.{base.__module__[6:]}."
+        f"{base.__name__}. Received: {kind}={identifier!r}"
+    )
+
+
 def _expected(input_shape):
     return f"(batch, {', '.join(str(d) for d in input_shape)})"
 

@@ -20,15 +20,14 @@ class KLWarmup(keras.callbacks.Callback):
     Deep hierarchies collapse (upper layers carry no information) when the KL
     term weighs fully from the first step; warming it up lets the layers learn
     to encode first (Sønderby et al. 2016; Bowman et al. 2016). The weight,
-    `model.kl_weight`, is beta * min(1, (epoch + batch / steps_per_epoch) /
-    epochs) at every training batch, so it is 0 at the start of training and
-    reaches `beta` after `epochs` epochs. The callback sets it before each call
-    of the compiled step; when a call runs several batches
-    (`steps_per_execution`, 10 by default in tfvae's `compile`), the later
-    batches compute their own weight in the graph from the same formula, so
-    the ramp is the same whatever `steps_per_execution`. It is logged
-    as `kl_weight` in the history at the end of each epoch. Resuming with
-    `initial_epoch` continues the ramp where it was.
+    `model.kl_weight`, is beta * min(1, (epoch + batch / steps_per_epoch) / epochs) at
+    every training batch (`tfvae.training.kl_warmup_weight`), so it is 0 at the start of
+    training and reaches `beta` after `epochs` epochs. The callback sets it before each
+    call of the compiled step; when a call runs several batches (`steps_per_execution`,
+    10 by default in tfvae's `compile`), the later batches compute their own weight in
+    the graph from the same formula, so the ramp is the same whatever
+    `steps_per_execution`. It is logged as `kl_weight` in the history at the end of each
+    epoch. Resuming with `initial_epoch` continues the ramp where it was.
 
     Only the training loss is affected: the reported `elbo` always has weight 1.
 
@@ -51,19 +50,12 @@ class KLWarmup(keras.callbacks.Callback):
         self._epoch = epoch
 
     def on_train_batch_begin(self, batch, logs=None):
-        known = (self.params or {}).get("steps")
-        steps = known or 1
-        if not known:
+        steps = (self.params or {}).get("steps")
+        if not steps:
             batch = 0  # unknown epoch length: the ramp moves once per epoch
-        progress = min(1.0, (self._epoch + batch / steps) / self.epochs)
-        self.model.kl_weight.assign(self.model.beta * progress)
-        if known:
-            # For the later batches of this call of the compiled step
-            # (`steps_per_execution` > 1), which compute their own weights.
-            first = int(self.model.optimizer.iterations.numpy())
-            self.model._kl_schedule.assign(
-                [first, self._epoch, batch, steps, self.epochs]
-            )
+        # `tfvae.training.kl_warmup_weight`, for this batch and the later
+        # batches of this call of the compiled step.
+        self.model.schedule_kl_warmup(self._epoch, batch, steps, self.epochs)
 
     def on_epoch_end(self, epoch, logs=None):
         if logs is not None:

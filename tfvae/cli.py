@@ -7,37 +7,9 @@ exit with status 2, without a traceback.
 import argparse
 import json
 import os
-import platform
 import sys
 
-from tfvae import _files
 from tfvae.version import __version__
-
-_TRAIN_DEFAULTS = {
-    "model": "vae",
-    "latent_dim": 50,
-    "latent_dims": "100,50",
-    "hidden_units": None,
-    "activation": "tanh",
-    "likelihood": "bernoulli",
-    "beta": 1.0,
-    "num_samples": 1,
-    "free_bits": 0.0,
-    "objective": "elbo",
-    "inference": "bottom_up",
-    "gated": False,
-    "dataset": "binarized_mnist",
-    "binarize": None,
-    "dequantize": None,
-    "limit": None,
-    "epochs": 10,
-    "batch_size": 100,
-    "learning_rate": 1e-3,
-    "warmup": 0,
-    "early_stopping": 0,
-    "lr_plateau": 0,
-    "seed": 0,
-}
 
 
 class _Parser(argparse.ArgumentParser):
@@ -232,215 +204,21 @@ def _picture_arguments(parser, default):
 # --- train ---------------------------------------------------------------
 
 
-def _read_config(path):
-    if not os.path.exists(path):
-        raise UsageError(f"no such config file: {path}")
-    with open(path) as file:
-        text = file.read()
-    if path.endswith((".yaml", ".yml")):
-        import yaml
-
-        config = yaml.safe_load(text)
-    else:
-        config = json.loads(text)
-    if not isinstance(config, dict):
-        raise UsageError(f"{path} must hold a mapping of options")
-    config = {key.replace("-", "_"): value for key, value in config.items()}
-    unknown = sorted(set(config) - set(_TRAIN_DEFAULTS))
-    if unknown:
-        raise UsageError(
-            f"unknown options in {path}: {unknown}; valid: {sorted(_TRAIN_DEFAULTS)}"
-        )
-    return config
-
-
-def _widths(text):
-    try:
-        return tuple(int(w) for w in str(text).split(",") if w.strip())
-    except ValueError:
-        raise UsageError(
-            f"widths must be integers separated by commas, got {text!r}"
-        ) from None
-
-
-def _likelihood(text):
-    from tfvae import heads
-
-    if text in ("bernoulli", "gaussian"):
-        return text
-    if text == "gaussian-shared":
-        return heads.GaussianHead(scale="shared")
-    if str(text).startswith("gaussian-fixed:"):
-        return heads.GaussianHead(scale=float(text.split(":", 1)[1]))
-    raise UsageError(
-        "--likelihood must be bernoulli, gaussian, gaussian-shared or "
-        f"gaussian-fixed:SIGMA, got {text!r}"
-    )
-
-
-def build_model(config, input_shape):
-    """A compiled-ready model from a run configuration."""
-    import tfvae
-
-    common = dict(
-        input_shape=input_shape,
-        activation=config["activation"],
-        likelihood=_likelihood(config["likelihood"]),
-        beta=config["beta"],
-        num_samples=config["num_samples"],
-        free_bits=config["free_bits"],
-        objective=config["objective"],
-        gated=config["gated"],
-        seed=config["seed"],
-    )
-    if config["model"] == "vae":
-        hidden = (
-            config["hidden_units"] if config["hidden_units"] is not None else "200,200"
-        )
-        return tfvae.VAE(
-            latent_dim=config["latent_dim"], hidden_units=_widths(hidden), **common
-        )
-    hidden = (
-        config["hidden_units"]
-        if config["hidden_units"] is not None
-        else "200,200;100,100"
-    )
-    return tfvae.HierarchicalVAE(
-        latent_dims=_widths(config["latent_dims"]),
-        hidden_units=tuple(_widths(layer) for layer in str(hidden).split(";")),
-        inference=config["inference"],
-        **common,
-    )
-
-
-def _has_validation_split(dataset):
-    from tfvae import data
-
-    splits = getattr(data._SOURCES.get(dataset), "splits", ())
-    return "valid" in splits or dataset == "digits"
-
-
-def _check_train_config(config):
-    """Refuses option combinations that cannot work, before any file is written."""
-    if config["model"] == "vae" and config["inference"] != "bottom_up":
-        raise UsageError(
-            f"--inference {config['inference']} applies to --model hvae only; "
-            "expected bottom_up (the default) for --model vae"
-        )
-    for option in ("early_stopping", "lr_plateau"):
-        if config[option] and not _has_validation_split(config["dataset"]):
-            raise UsageError(
-                f"{option} needs a validation split; {config['dataset']!r} has none"
-            )
-
-
 def _train(args):
-    import keras
-
-    import tfvae
-    from tfvae import data
+    from tfvae import runs
 
     if not args.out:
         raise UsageError("train needs --out FOLDER")
-    run_file = os.path.join(args.out, "run.json")
     if args.resume:
-        if not os.path.exists(run_file):
-            raise UsageError(f"nothing to resume in {args.out}: no run.json")
-        with open(run_file) as file:
-            # Options added since the run started take their defaults.
-            config = {**_TRAIN_DEFAULTS, **json.load(file)}
-        if os.path.exists(os.path.join(args.out, "model.keras")):
-            raise UsageError(f"the run in {args.out} is already complete (model.keras)")
+        result = runs.train(None, args.out, resume=True, verbose=args.verbose)
     else:
-        if os.path.isdir(args.out) and os.listdir(args.out):
-            raise UsageError(
-                f"{args.out} exists and is not empty; pass --resume to continue "
-                "its run, or choose another --out"
-            )
-        config = dict(_TRAIN_DEFAULTS)
-        if args.config:
-            config.update(_read_config(args.config))
-        for key in _TRAIN_DEFAULTS:
-            value = getattr(args, key, None)
-            if value is not None:
-                config[key] = value
-        _check_train_config(config)
-        os.makedirs(args.out, exist_ok=True)
-    keras.utils.set_random_seed(config["seed"])
-    train = data.dataset(
-        config["dataset"],
-        "train",
-        config["batch_size"],
-        binarize=config["binarize"],
-        dequantize=config["dequantize"],
-        seed=config["seed"],
-        limit=config["limit"],
-    )
-    validation = None
-    if _has_validation_split(config["dataset"]):
-        validation = data.dataset(
-            config["dataset"],
-            "valid",
-            1000,
-            shuffle=False,
-            binarize=config["binarize"],
-            dequantize=config["dequantize"],
-            seed=config["seed"],
-        )
-    input_shape = tuple(train.element_spec.shape[1:])
-    model = build_model(config, input_shape)
-    model.compile(optimizer=keras.optimizers.Adam(config["learning_rate"]))
-    if not args.resume:
-        _files.write_json(run_file, config)
-
-    best_path = os.path.join(args.out, "best.weights.h5")
-    history = tfvae.callbacks.HistoryFile(
-        os.path.join(args.out, "history.json"),
-        patience=config["early_stopping"],
-        best_weights_path=best_path,
-        # Early stopping watches the bound being trained.
-        monitor=f"val_{config['objective']}",
-    )
-    checkpoints = os.path.join(args.out, "checkpoints")
-    os.makedirs(checkpoints, exist_ok=True)
-    # The backup comes last: an epoch is backed up only once its checkpoint and
-    # history row are written, so a run killed at any moment resumes cleanly.
-    callbacks = [
-        keras.callbacks.ModelCheckpoint(
-            os.path.join(checkpoints, "epoch-{epoch:03d}.keras")
-        ),
-        keras.callbacks.TensorBoard(os.path.join(args.out, "logs")),
-        history,
-        tfvae.callbacks.BackupAndRestore(os.path.join(args.out, "backup")),
-    ]
-    if config["warmup"]:
-        callbacks.insert(0, tfvae.callbacks.KLWarmup(epochs=config["warmup"]))
-    if config["lr_plateau"]:
-        # Before the history, so that its rows hold the `learning_rate`. The
-        # rate is saved with the backups; the plateau count restarts on resume.
-        plateau = keras.callbacks.ReduceLROnPlateau(
-            monitor=f"val_{config['objective']}",
-            mode="max",
-            factor=0.5,
-            patience=config["lr_plateau"],
-            min_delta=0.0,  # better means higher, as for early stopping
-            min_lr=config["learning_rate"] / 64,
-            verbose=1,
-        )
-        callbacks.insert(callbacks.index(history), plateau)
-    model.fit(
-        train,
-        epochs=config["epochs"],
-        validation_data=validation,
-        callbacks=callbacks,
-        verbose=args.verbose,
-        shuffle=False,  # the dataset reshuffles itself every epoch
-    )
-    if history.patience:
-        model.load_weights(best_path)
-        print(f"kept the weights of epoch {history.best_epoch}")
-    model.save(os.path.join(args.out, "model.keras"))
-    print(f"wrote {os.path.join(args.out, 'model.keras')}")
+        # Only the options this command defines (every key of runs.DEFAULTS).
+        flags = {key: getattr(args, key, None) for key in runs.DEFAULTS}
+        config = runs.resolve(args.config, **flags)
+        result = runs.train(config, args.out, verbose=args.verbose)
+    if result.best_epoch is not None:
+        print(f"kept the weights of epoch {result.best_epoch}")
+    print(f"wrote {result.model_path}")
     return 0
 
 
@@ -479,31 +257,23 @@ def _load_data(args, model):
 
 
 def _evaluate(args):
-    import tfvae
-    from tfvae import data, estimators
+    from tfvae import certificate, data, estimators
 
-    tfvae.use_evaluation_threads()
+    estimators.use_evaluation_threads()
     model = _load_model(args.model_path)
     x = _load_data(args, model)
-    result = tfvae.evaluate_log_likelihood(
-        model, x, num_samples=args.num_samples, seed=args.seed, verbose=0
+    result = certificate.certify(
+        model,
+        x,
+        num_samples=args.num_samples,
+        seed=args.seed,
+        levels=data.dequantize_levels(args.dataset, args.dequantize),
     )
-    result["bits_per_dim"] = float(
-        tfvae.bits_per_dim(
-            result["log_likelihood"],
-            model.input_shape,
-            levels=data.dequantize_levels(args.dataset, args.dequantize),
-        )
-    )
-    result["active_units"] = tfvae.diagnostics.active_units(model, x)["active_units"]
-    result["kl_per_layer"] = [
-        float(k.sum()) for k in tfvae.diagnostics.kl_per_dimension(model, x)
-    ]
     result.update(
         dataset=str(args.dataset),
         split=args.split,
         # 0: TensorFlow's own choice (or TF_NUM_*_THREADS, which it reads).
-        threads=estimators._thread_settings(),
+        threads=estimators.thread_settings(),
     )
     if args.json:
         print(json.dumps(result, indent=2))
@@ -564,7 +334,7 @@ def _traverse(args):
     import numpy as np
 
     model = _load_model(args.model_path)
-    dim = model._noise_dims[0]
+    dim = model.latent_dims[0]
     i, j = args.dims
     if not (0 <= i < dim and 0 <= j < dim and i != j):
         raise UsageError(
@@ -623,76 +393,21 @@ def _zoo(args):
 
 
 def _publish(args):
-    import keras
+    from tfvae import zoo
 
-    import tfvae
-    from tfvae import data, zoo
-
-    model_path = os.path.join(args.run_dir, "model.keras")
-    if not os.path.exists(model_path):
-        raise UsageError(f"no finished run in {args.run_dir}: no model.keras")
-    with open(os.path.join(args.run_dir, "run.json")) as file:
-        config = json.load(file)
-    with open(os.path.join(args.run_dir, "history.json")) as file:
-        history = json.load(file)
-    model = keras.models.load_model(model_path)
-    preprocessing = {key: config.get(key) for key in ("binarize", "dequantize")}
-    x = data.load(config["dataset"], "test", seed=0, **preprocessing)
-    measured = tfvae.evaluate_log_likelihood(
-        model, x, num_samples=args.num_samples, seed=0
+    metadata = zoo.publish(
+        args.run_dir,
+        args.folder,
+        recipe=args.recipe,
+        description=args.description,
+        num_samples=args.num_samples,
+        overwrite=args.overwrite,
     )
-    layers = tfvae.diagnostics.kl_per_dimension(model, x)
-    metrics = {
-        "elbo": round(measured["elbo"], 3),
-        "elbo_stderr": round(measured["elbo_stderr"], 3),
-        "log_likelihood": round(measured["log_likelihood"], 3),
-        "log_likelihood_stderr": round(measured["log_likelihood_stderr"], 3),
-        "nll": round(measured["nll"], 3),
-        "bits_per_dim": round(
-            float(
-                tfvae.bits_per_dim(
-                    measured["log_likelihood"],
-                    model.input_shape,
-                    levels=data.dequantize_levels(
-                        config["dataset"], preprocessing["dequantize"]
-                    ),
-                )
-            ),
-            4,
-        ),
-        "num_samples": args.num_samples,
-        "num_examples": measured["num_examples"],
-        "active_units": tfvae.diagnostics.active_units(model, x)["active_units"],
-        "kl_per_layer": [round(float(k.sum()), 3) for k in layers],
-    }
-    name = os.path.basename(os.path.abspath(args.folder))
-    recipe = f"zoo/{name}/recipe.yaml" if args.recipe else "run.json"
-    metadata = {
-        "name": name,
-        "description": args.description,
-        "data": {"name": config["dataset"], **preprocessing},
-        "dataset": f"{config['dataset']} (train split; test split for the metrics)",
-        "preprocessing": ", ".join(f"{k}={v}" for k, v in preprocessing.items()),
-        "objective": config["objective"],
-        "recipe": config,
-        "training_command": f"tfvae train --config {recipe} --out runs/{name}",
-        "training_time": f"{sum(r.get('seconds', 0) for r in history) / 60:.1f} min",
-        "epochs": len(history),
-        "hardware": f"{platform.machine()}, {os.cpu_count()} CPUs, no GPU",
-        "metrics": metrics,
-        "evaluation_command": (
-            f"tfvae zoo verify {name} --num-samples {args.num_samples}"
-        ),
-    }
-    extra = {"recipe.yaml": args.recipe} if args.recipe else None
-    zoo.save_preset(
-        model, args.folder, metadata, overwrite=args.overwrite, extra_files=extra
-    )
-    print(json.dumps(metrics, indent=2))
-    print(
-        f"wrote {args.folder}; register its sha256 in tfvae/zoo.py: {name!r}: "
-        f"{zoo.info(args.folder)['sha256']!r}"
-    )
+    print(json.dumps(metadata["metrics"], indent=2))
+    parent = os.path.dirname(os.path.abspath(args.folder))
+    registry = os.path.join(parent, zoo.REGISTRY_FILE)
+    where = f"; its sha256 is in {registry}" if os.path.exists(registry) else ""
+    print(f"wrote {args.folder}{where}: {metadata['sha256']}")
     return 0
 
 

@@ -38,6 +38,7 @@ __all__ = [
     "uniform_dequantize",
     "names",
     "search_path",
+    "splits",
 ]
 
 # The number of grey levels of the named datasets whose values are
@@ -167,6 +168,17 @@ _DIGITS_SPLITS = ("train", "valid", "test")
 def names():
     """The names `load` and `dataset` accept (besides arrays and file paths)."""
     return sorted([*_SOURCES, "digits"])
+
+
+def splits(name):
+    """The splits of a named dataset, e.g. `("train", "valid", "test")`.
+
+    `()` for a name that is not a named dataset (a file path, say).
+    """
+    if name == "digits":
+        return _DIGITS_SPLITS
+    source = _SOURCES.get(name)
+    return source.splits if source is not None else ()
 
 
 def search_path(data_dir=None):

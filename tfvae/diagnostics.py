@@ -10,31 +10,43 @@ import numpy as np
 import tensorflow as tf
 
 from tfvae import _checks
+from tfvae import noise as noise_lib
 
-__all__ = ["active_units", "kl_per_dimension"]
+__all__ = ["active_units", "active_units_of", "kl_per_dimension", "latent_statistics"]
 
 
-def _layer_statistics(model, x, num_samples, seed, batch_size):
-    """Per layer: posterior means E_q[z_l] (n, dim) and mean KL per dimension."""
+def latent_statistics(model, x, num_samples=10, seed=0, batch_size=1000):
+    """One pass over the data: each layer's posterior means and KL per dimension.
+
+    Args:
+        model: a `tfvae.latent.LatentVariableModel`.
+        x: an array of examples.
+        num_samples: samples of the inference chain per example.
+        seed: an int seed of those samples.
+        batch_size: examples per chunk.
+
+    Returns:
+        `(means, kls)`: per layer (z_1 first), the posterior means E_q[z_l]
+        averaged over the samples, an (n, dim) array, and the mean KL of each
+        dimension over the data, a (dim,) array.
+    """
     num_samples = _checks.positive_int(num_samples, "num_samples")
     batch_size = _checks.positive_int(batch_size, "batch_size")
     x = np.asarray(x)
-    _checks.check_array(x, model.input_shape, model.likelihood.support)
+    model.check_data(x)
     means, kls = None, None
     for start in range(0, len(x), batch_size):
         chunk = tf.convert_to_tensor(x[start : start + batch_size], tf.float32)
         batch = len(chunk)
-        noise = model._noise(1, num_samples * batch, seed=seed + start)
-        layers = model._latent_layers(model._repeat(chunk, num_samples), noise)
+        noise = noise_lib.standard_normal(
+            (1, num_samples * batch), model.latent_dims, seed=seed + start
+        )
+        repeated = tf.tile(chunk, [num_samples] + [1] * (len(chunk.shape) - 1))
         chunk_means, chunk_kls = [], []
-        for i, (q, p, z) in enumerate(layers):
-            mean = tf.reshape(q.mean(), (num_samples, batch, -1))
+        for layer in model.latent_layers(repeated, noise):
+            mean = tf.reshape(layer.q.mean(), (num_samples, batch, -1))
             chunk_means.append(tf.reduce_mean(mean, axis=0).numpy())
-            if i == len(layers) - 1:  # the top layer's KL is the closed form
-                kl = q.distribution.kl_divergence(p.distribution)
-            else:
-                kl = q.distribution.log_prob(z) - p.distribution.log_prob(z)
-            chunk_kls.append(tf.reduce_sum(kl, axis=0).numpy() / num_samples)
+            chunk_kls.append(tf.reduce_sum(layer.kl, axis=0).numpy() / num_samples)
         if means is None:
             means, kls = [[m] for m in chunk_means], chunk_kls
         else:
@@ -43,6 +55,15 @@ def _layer_statistics(model, x, num_samples, seed, batch_size):
                 kls[layer] = kls[layer] + k
     means = [np.concatenate(m) for m in means]
     return means, [k / len(x) for k in kls]
+
+
+def active_units_of(means, threshold=0.01):
+    """`active_units`' result from the posterior means of `latent_statistics`."""
+    activity = [m.var(axis=0) for m in means]
+    return {
+        "active_units": [int((a > threshold).sum()) for a in activity],
+        "activity": activity,
+    }
 
 
 def active_units(model, x, threshold=0.01, num_samples=10, seed=0, batch_size=1000):
@@ -55,7 +76,8 @@ def active_units(model, x, threshold=0.01, num_samples=10, seed=0, batch_size=10
     averaged over `num_samples` ancestral samples of the inference chain.
 
     Args:
-        model: a `tfvae.VAE` or `tfvae.HierarchicalVAE`.
+        model: a `tfvae.VAE`, `tfvae.HierarchicalVAE` or any
+            `tfvae.latent.LatentVariableModel`.
         x: an array of examples.
         threshold: the activity above which a unit is active.
         num_samples: samples of the inference chain per example.
@@ -66,25 +88,21 @@ def active_units(model, x, threshold=0.01, num_samples=10, seed=0, batch_size=10
         A dict: `active_units`, a list with the count of each layer (z_1
         first), and `activity`, a list of arrays of A_u per unit.
     """
-    means, _ = _layer_statistics(model, x, num_samples, seed, batch_size)
-    activity = [m.var(axis=0) for m in means]
-    return {
-        "active_units": [int((a > threshold).sum()) for a in activity],
-        "activity": activity,
-    }
+    means, _ = latent_statistics(model, x, num_samples, seed, batch_size)
+    return active_units_of(means, threshold)
 
 
 def kl_per_dimension(model, x, num_samples=10, seed=0, batch_size=1000):
     """The KL term of each latent dimension, averaged over the data, in nats.
 
-    For the top layer, the closed-form KL(q(u|.) || N(0, 1)) of each
-    dimension; for the layers below, the sampled log q(u|.) - log p(u|.) of
-    each dimension (both densities are diagonal, so the layer's KL is the sum
-    over its dimensions). The sums over dimensions add up to the `kl_l`
-    metrics. A dimension near 0 carries no information about x.
+    For the top layer, the closed-form KL(q(u|.) || p(u)) of each dimension (where the
+    prior has one); for the layers below, the sampled log q(u|.) - log p(u|.) of each
+    dimension (both densities are diagonal, so the layer's KL is the sum over its
+    dimensions). The sums over dimensions add up to the `kl_l` metrics. A dimension near
+    0 carries no information about x.
 
     Returns:
         A list of arrays, one per latent layer (z_1 first), of shape (dim,).
     """
-    _, kls = _layer_statistics(model, x, num_samples, seed, batch_size)
+    _, kls = latent_statistics(model, x, num_samples, seed, batch_size)
     return kls

@@ -41,4 +41,6 @@ def in_multi_worker_mode(strategy=None):
     strategy = strategy or tf.distribute.get_strategy()
     if not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
         return False
-    return strategy.extended._in_multi_worker_mode()
+    # No public API tells a multi-worker strategy that runs on one worker from
+    # one that spans several; Keras itself reads this attribute.
+    return strategy.extended._in_multi_worker_mode()  # noqa: SLF001

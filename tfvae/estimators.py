@@ -20,14 +20,23 @@ chunking (or on `batch_size`); blocks are combined with log-sum-exp in float32.
 
 import math
 import os
+import weakref
 
 import keras
 import numpy as np
 import tensorflow as tf
 
 from tfvae import _checks
+from tfvae import noise as noise_lib
 
-__all__ = ["evaluate_log_likelihood", "bits_per_dim", "use_evaluation_threads"]
+__all__ = [
+    "evaluate_log_likelihood",
+    "bits_per_dim",
+    "log_sum_exp_weights",
+    "log_weights",
+    "thread_settings",
+    "use_evaluation_threads",
+]
 
 DEFAULT_MEMORY_BUDGET = 256 * 2**20
 
@@ -66,7 +75,7 @@ def use_evaluation_threads():
     return True
 
 
-def _thread_settings():
+def thread_settings():
     """TensorFlow's intra- and inter-op pool sizes (0: its own choice)."""
     threading = tf.config.threading
     return {
@@ -75,53 +84,21 @@ def _thread_settings():
     }
 
 
-def _mix(h):
-    """The 32-bit finalizer of MurmurHash3: a bijection with full avalanche."""
-    h = tf.bitwise.bitwise_xor(h, tf.bitwise.right_shift(h, 16))
-    h = h * tf.constant(0x85EBCA6B, tf.uint32)
-    h = tf.bitwise.bitwise_xor(h, tf.bitwise.right_shift(h, 13))
-    h = h * tf.constant(0xC2B2AE35, tf.uint32)
-    return tf.bitwise.bitwise_xor(h, tf.bitwise.right_shift(h, 16))
-
-
-def counter_normal(seed, example_index, first_sample, num_samples, dim):
-    """N(0, 1) noise of shape (num_samples, batch, dim), a function of its indices.
-
-    Entry (k, b, j) depends only on (seed, example_index[b], first_sample + k,
-    j): a counter-based generator (hashed counters, then Box-Muller), so any
-    chunking of examples and samples draws the same noise. Stateless random
-    ops cannot be vectorized over per-example seeds; integer hashing can.
-    """
-    pairs = -(-dim // 2)
-    golden = tf.constant(0x9E3779B9, tf.uint32)
-    example = tf.cast(example_index, tf.uint32)[None, :, None]
-    sample = tf.cast(first_sample + tf.range(num_samples), tf.uint32)[:, None, None]
-    counter = tf.cast(tf.range(2 * pairs), tf.uint32)[None, None, :]
-    h = _mix(tf.cast(seed, tf.uint32) + example * golden)
-    h = _mix(tf.bitwise.bitwise_xor(h, sample * tf.constant(0x85EBCA77, tf.uint32)))
-    h = _mix(tf.bitwise.bitwise_xor(h, counter * tf.constant(0xC2B2AE3D, tf.uint32)))
-    # 24-bit uniforms in (0, 1), then both outputs of the Box-Muller transform.
-    u = (tf.cast(tf.bitwise.right_shift(h, 8), tf.float32) + 0.5) * 2.0**-24
-    radius = tf.sqrt(-2.0 * tf.math.log(u[..., :pairs]))
-    angle = (2.0 * math.pi) * u[..., pairs:]
-    noise = tf.concat([radius * tf.cos(angle), radius * tf.sin(angle)], axis=-1)
-    return noise[..., :dim]
-
-
 def log_weights(
     model, x, example_index, first_sample, seed, num_samples, prepared=None
 ):
     """log p(x, z) - log q(z|x) of samples first .. first + num_samples - 1.
 
-    The noise is `counter_normal` keyed by (seed, example_index, sample);
-    returns a (num_samples, batch) tensor. Both the estimator and the exported
-    `log_likelihood` signature go through here, so they draw the same samples.
-    `prepared` is `model._prepare(x)`, or None.
+    The noise is `tfvae.noise.counter_normal` keyed by (seed, example_index,
+    sample); returns a (num_samples, batch) tensor. `prepared` is
+    `model.prepare(x)`, or None.
     """
-    noise = counter_normal(
-        seed, example_index, first_sample, num_samples, sum(model._noise_dims)
+    noise = noise_lib.counter_normal(
+        seed, example_index, first_sample, num_samples, sum(model.latent_dims)
     )
-    return model._log_weights(x, model._split_noise(noise), prepared=prepared)
+    return model.log_weights(
+        x, noise_lib.split(noise, model.latent_dims), prepared=prepared
+    )
 
 
 # Example-sample pairs evaluated at once inside a call: few enough that a
@@ -132,64 +109,105 @@ _BLOCK_PAIRS = 1024
 _CALL_PAIRS = 131072
 
 
-def _parallel_blocks():
+def parallel_blocks():
     """Blocks evaluated side by side at most: TensorFlow's default for a loop
     (10), or more where there are more inter-op threads to run them."""
-    return max(10, _thread_settings()["inter_op"])
+    return max(10, thread_settings()["inter_op"])
 
 
-def _chunk_function(model):
-    """A compiled (x, example_index, seed, K, block) -> (logsumexp, sum) of log w.
+def log_sum_exp_weights(
+    model, x, example_index, seed, num_samples, block, parallel_iterations=10
+):
+    """(logsumexp, sum) over samples 0 .. K-1 of each example's log-weights.
 
-    The K samples of each example are evaluated in blocks of `block` samples
-    in a `tf.while_loop`, whose iterations TensorFlow runs side by side on its
-    inter-op threads (memory holds the activations of those blocks only), and
-    combined with log-sum-exp. What depends on x only (`model._prepare`: the
-    likelihood head's `prepare`, and the VAE's encoder) is computed once,
-    before the loop.
+    The one importance-sampling loop: the estimator (`log_likelihood`) and the
+    exported `log_likelihood` signature both run it. The K samples of each
+    example are evaluated in blocks of `block` samples in a `tf.while_loop`,
+    whose iterations TensorFlow runs side by side (up to
+    `parallel_iterations`; memory holds the activations of those blocks
+    only), and combined with log-sum-exp. What depends on x only
+    (`model.prepare`) is computed once, before the loop.
+
+    Args:
+        model: a `tfvae.latent.LatentVariableModel`.
+        x: a (B, *input_shape) float32 batch.
+        example_index: (B,) int indices keying each example's noise.
+        seed: an int64 scalar.
+        num_samples: K, a Python int or an int32 scalar tensor (as in a
+            SavedModel signature: the last block is then evaluated whole and
+            its samples past K are left out).
+        block: samples per block, a Python int.
+        parallel_iterations: blocks evaluated side by side at most.
+
+    Returns:
+        Two (B,) float32 tensors: logsumexp_k log w_k and sum_k log w_k.
     """
-    parallel = _parallel_blocks()
+    prepared = model.prepare(x)
+    batch = tf.shape(x)[0]
+
+    def evaluate(first, count, valid=None):
+        log_w = log_weights(
+            model, x, example_index, first, seed, count, prepared=prepared
+        )
+        if valid is None:
+            return tf.reduce_logsumexp(log_w, axis=0), tf.reduce_sum(log_w, axis=0)
+        valid = valid[:, None]
+        return (
+            tf.reduce_logsumexp(tf.where(valid, log_w, -math.inf), axis=0),
+            tf.reduce_sum(tf.where(valid, log_w, 0.0), axis=0),
+        )
+
+    def add(state, block_state):
+        (lse, total), (block_lse, block_sum) = state, block_state
+        return tf.reduce_logsumexp(tf.stack([lse, block_lse]), axis=0), (
+            total + block_sum
+        )
+
+    full = num_samples // block
+    state = (tf.fill([batch], -math.inf), tf.zeros([batch]))
+    state = tf.while_loop(
+        lambda i, lse, total: i < full,
+        lambda i, lse, total: (
+            i + 1,
+            *add((lse, total), evaluate(i * block, block)),
+        ),
+        (tf.constant(0), *state),
+        parallel_iterations=parallel_iterations,
+    )[1:]
+    first = full * block
+    if isinstance(num_samples, int):
+        if num_samples > first:
+            state = add(state, evaluate(first, num_samples - first))
+    else:
+        valid = first + tf.range(block) < num_samples
+        state = add(state, evaluate(first, block, valid))
+    return tuple(state)
+
+
+def compiled_chunk(model):
+    """`log_sum_exp_weights` compiled: (x, example_index, seed, K, block)."""
+    parallel = parallel_blocks()
 
     def chunk(x, example_index, seed, num_samples, block):
-        prepared = model._prepare(x)
-
-        def evaluate(first, count):
-            log_w = log_weights(
-                model, x, example_index, first, seed, count, prepared=prepared
-            )
-            return tf.reduce_logsumexp(log_w, axis=0), tf.reduce_sum(log_w, axis=0)
-
-        def add(state, first, count):
-            lse, total = state
-            block_lse, block_sum = evaluate(first, count)
-            return tf.reduce_logsumexp(tf.stack([lse, block_lse]), axis=0), (
-                total + block_sum
-            )
-
-        full = num_samples // block
-        state = evaluate(0, block)
-        if full > 1:
-            _, *state = tf.while_loop(
-                lambda i, lse, total: i < full,
-                lambda i, lse, total: (i + 1, *add((lse, total), i * block, block)),
-                (tf.constant(1), *state),
-                parallel_iterations=parallel,
-            )
-        if num_samples > full * block:
-            state = add(state, full * block, num_samples - full * block)
-        return tuple(state)
+        return log_sum_exp_weights(
+            model, x, example_index, seed, num_samples, block, parallel
+        )
 
     return tf.function(chunk, reduce_retracing=True)
 
 
-def _chunk_sizes(model, num_examples, num_samples, batch_size, memory_budget):
+# Each model's compiled chunk function, kept as long as the model lives.
+_CHUNK_FUNCTIONS = weakref.WeakKeyDictionary()
+
+
+def chunk_sizes(model, num_examples, num_samples, batch_size, memory_budget):
     """(examples per call, samples per block) within the memory budget.
 
     A call evaluates all `num_samples` samples of its examples, a block of
     samples at a time; a block of examples x samples pairs stays within
     `memory_budget` and `_BLOCK_PAIRS`.
     """
-    pairs = max(1, memory_budget // (4 * model._floats_per_sample()))
+    pairs = max(1, memory_budget // (4 * model.floats_per_sample()))
     if batch_size is None:
         examples = max(1, min(_CALL_PAIRS // num_samples, pairs))
     else:
@@ -216,12 +234,12 @@ def log_likelihood(
     memory_budget = _checks.positive_int(memory_budget, "memory_budget")
     _checks.one_of(verbose, "verbose", ("auto", 0, 1, True, False))
     x = np.asarray(x)
-    _checks.check_array(x, model.input_shape, model.likelihood.support)
+    model.check_data(x)
     if seed is None:
         seed = int(keras.random.randint((), 0, 2**31 - 1, seed=model.seed_generator))
     seed = tf.constant(seed, dtype=tf.int64)
     num_examples = len(x)
-    examples, block = _chunk_sizes(
+    examples, block = chunk_sizes(
         model, num_examples, num_samples, batch_size, memory_budget
     )
     if verbose == "auto":
@@ -229,10 +247,9 @@ def log_likelihood(
     progress = (
         keras.utils.Progbar(num_examples, unit_name="example") if verbose else None
     )
-    chunk = model.__dict__.get("_log_likelihood_chunk")
+    chunk = _CHUNK_FUNCTIONS.get(model)
     if chunk is None:
-        chunk = _chunk_function(model)
-        object.__setattr__(model, "_log_likelihood_chunk", chunk)
+        chunk = _CHUNK_FUNCTIONS[model] = compiled_chunk(model)
 
     log_likelihoods, elbos = [], []
     for start in range(0, num_examples, examples):

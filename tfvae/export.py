@@ -5,68 +5,35 @@ no TensorFlow Probability, no Keras objects. Its signatures, inputs -> outputs
 (batch dimensions are dynamic):
 
 - `serving_default`: `x` -> `reconstruction`
-- `encode`: `x` -> `loc`, `scale` (VAE); `loc_1`, `scale_1`, ... (hierarchy)
-- `decode`: `z` (z_1 for a hierarchy) -> `mean`, and `probs` (Bernoulli) or
-  `scale` (Gaussian)
+- `encode`: `x` -> `loc`, `scale` (one latent layer); `loc_1`, `scale_1`, ...
+  (several)
+- `decode`: `z` (z_1 for a hierarchy) -> the likelihood head's
+  `output_parameters`: `mean`, and `probs` (Bernoulli) or `scale` (Gaussian)
 - `sample`: `num_samples`, `seed` (int32 scalars) -> `x`
 - `elbo`: `x` -> `elbo`
 - `log_likelihood`: `x`, `num_samples` (int32 scalar) -> `log_likelihood`
 """
 
-import math
 import os
 import tempfile
 
 import keras
 import tensorflow as tf
 
-from tfvae import _checks, _files, distribute, estimators, heads
-from tfvae._model import LatentVariableModel
-from tfvae.hvae import HierarchicalVAE
+from tfvae import _checks, _files, distribute, estimators
+from tfvae import noise as noise_lib
+from tfvae.latent import LatentVariableModel
 
 __all__ = ["export_saved_model"]
 
-# Samples per iteration of the in-graph log-likelihood loop.
-_LOG_LIKELIHOOD_CHUNK = 32
-
-
-def _log_likelihood_in_graph(model, x, num_samples, seed=0):
-    """`model.log_likelihood(x, num_samples, seed=seed)` as one graph."""
-    batch = tf.shape(x)[0]
-    index = tf.range(batch)
-    seed = tf.constant(seed, tf.int64)
-    chunk = _LOG_LIKELIHOOD_CHUNK
-    num_chunks = (num_samples + chunk - 1) // chunk
-
-    def body(i, total):
-        first = i * chunk
-        log_w = estimators.log_weights(model, x, index, first, seed, chunk)
-        valid = (first + tf.range(chunk)) < num_samples
-        log_w = tf.where(valid[:, None], log_w, -math.inf)
-        part = tf.reduce_logsumexp(log_w, axis=0)
-        return i + 1, tf.reduce_logsumexp(tf.stack([total, part]), axis=0)
-
-    _, total = tf.while_loop(
-        lambda i, _: i < num_chunks,
-        body,
-        (tf.constant(0), tf.fill([batch], -math.inf)),
-    )
-    return total - tf.math.log(tf.cast(num_samples, tf.float32))
-
-
-def _decoder_outputs(model, p):
-    outputs = {"mean": p.mean()}
-    if isinstance(model.likelihood, heads.BernoulliHead):
-        outputs["probs"] = p.mean()
-    else:
-        outputs["scale"] = p.stddev()
-    return outputs
+# Samples per block of the in-graph log-likelihood loop.
+_LOG_LIKELIHOOD_BLOCK = 32
 
 
 def _endpoints(model):
     """(name, function, input signature) of every exported signature."""
     x_spec = tf.TensorSpec((None, *model.input_shape), tf.float32, name="x")
-    z_dim = model._noise_dims[0]
+    z_dim = model.latent_dims[0]
     z_spec = tf.TensorSpec((None, z_dim), tf.float32, name="z")
     count_spec = tf.TensorSpec((), tf.int32, name="num_samples")
     seed_spec = tf.TensorSpec((), tf.int32, name="seed")
@@ -75,10 +42,10 @@ def _endpoints(model):
         return {"reconstruction": model(x)}
 
     def encode(x):
-        if not isinstance(model, HierarchicalVAE):
-            q = model.encode(x)
-            return {"loc": q.mean(), "scale": q.stddev()}
         posteriors = model.encode(x, sample=False)
+        if len(posteriors) == 1:
+            (q,) = posteriors
+            return {"loc": q.mean(), "scale": q.stddev()}
         outputs = {}
         for layer, q in enumerate(posteriors, start=1):
             outputs[f"loc_{layer}"] = q.mean()
@@ -86,22 +53,32 @@ def _endpoints(model):
         return outputs
 
     def decode(z):
-        return _decoder_outputs(model, model.decode(z))
+        return model.likelihood.output_parameters(model.decode(z))
 
     def sample(num_samples, seed):
         tf.debugging.assert_positive(num_samples, message="num_samples must be >= 1")
+        dims = model.generation_dims
         noise = tf.random.stateless_normal(
-            (num_samples, sum(model._noise_dims)), seed=tf.stack([seed, 0])
+            (num_samples, sum(dims)), seed=tf.stack([seed, 0])
         )
-        return {"x": model._generate(model._split_noise(noise))}
+        return {"x": model.generate(noise_lib.split(noise, dims))}
 
     def elbo(x):
         return {"elbo": model.elbo(x, num_samples=1, seed=0)}
 
     def log_likelihood(x, num_samples):
         tf.debugging.assert_positive(num_samples, message="num_samples must be >= 1")
-        x = model._checked(x)
-        return {"log_likelihood": _log_likelihood_in_graph(model, x, num_samples)}
+        x = model.check_inputs(x)
+        lse, _ = estimators.log_sum_exp_weights(
+            model,
+            x,
+            tf.range(tf.shape(x)[0]),
+            tf.constant(0, tf.int64),
+            num_samples,
+            _LOG_LIKELIHOOD_BLOCK,
+        )
+        log_k = tf.math.log(tf.cast(num_samples, tf.float32))
+        return {"log_likelihood": lse - log_k}
 
     return [
         ("serving_default", serving_default, [x_spec]),
@@ -148,7 +125,8 @@ def export_saved_model(model, export_dir, version=None, overwrite=False):
     """
     if not isinstance(model, LatentVariableModel):
         raise ValueError(
-            "`model` must be a tfvae.VAE or tfvae.HierarchicalVAE. "
+            "`model` must be a tfvae model (a tfvae.latent.LatentVariableModel, "
+            "such as tfvae.VAE or tfvae.HierarchicalVAE). "
             f"Received: model={model!r}"
         )
     target = os.fspath(export_dir)

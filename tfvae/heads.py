@@ -16,6 +16,8 @@ import tensorflow as tf
 import tensorflow_probability as tfp
 from keras import ops
 
+from tfvae import _checks
+
 tfd = tfp.distributions
 
 __all__ = [
@@ -145,6 +147,14 @@ class DistributionHead(keras.layers.Layer):
             x = ops.reshape(x, (-1, *self.event_shape))
         return self(features).log_prob(x)
 
+    def output_parameters(self, distribution):
+        """The named tensors that describe p(x|z) for a server: `{"mean": ...}`.
+
+        The exported `decode` signature returns them; heads add their own
+        parameters (`probs`, `scale`).
+        """
+        return {"mean": distribution.mean()}
+
     def _independent(self, distribution):
         return tfd.Independent(
             distribution, reinterpreted_batch_ndims=len(self.event_shape)
@@ -183,6 +193,10 @@ class BernoulliHead(DistributionHead):
     def _distribution(self, params):
         (logits,) = params
         return self._independent(tfd.Bernoulli(logits=logits, dtype=tf.float32))
+
+    def output_parameters(self, distribution):
+        """`mean` and `probs` (the same values)."""
+        return {"mean": distribution.mean(), "probs": distribution.mean()}
 
     def prepare(self, x):
         """x as rows, K x, c . x, K / 2 and c / 2: see `log_likelihood`."""
@@ -350,6 +364,10 @@ class GaussianHead(DistributionHead):
             scale = ops.full_like(loc, self.scale)
         return self._independent(tfd.Normal(loc=loc, scale=scale))
 
+    def output_parameters(self, distribution):
+        """`mean` and `scale` (sigma)."""
+        return {"mean": distribution.mean(), "scale": distribution.stddev()}
+
     def get_config(self):
         return {
             **super().get_config(),
@@ -385,7 +403,34 @@ class DiagonalGaussianHead(GaussianHead):
 _NAMES = {
     "bernoulli": BernoulliHead,
     "gaussian": lambda: GaussianHead(scale="diagonal"),
+    "gaussian-shared": lambda: GaussianHead(scale="shared"),
 }
+# A fixed sigma: "gaussian-fixed:0.1".
+_FIXED_GAUSSIAN = "gaussian-fixed:"
+NAMES = (*_NAMES, _FIXED_GAUSSIAN + "SIGMA")
+
+
+def _from_name(name):
+    """A new head for a name of `NAMES`."""
+    key = name.lower()
+    if key in _NAMES:
+        return _NAMES[key]()
+    if key.startswith(_FIXED_GAUSSIAN):
+        text = name[len(_FIXED_GAUSSIAN) :]
+        try:
+            sigma = float(text)
+        except ValueError:
+            sigma = None
+        if sigma is None or not (math.isfinite(sigma) and sigma > 0):
+            raise ValueError(
+                f"The sigma of {_FIXED_GAUSSIAN}SIGMA must be a positive finite "
+                f"number. Received: likelihood={name!r}"
+            )
+        return GaussianHead(scale=sigma)
+    raise ValueError(
+        f"Unknown likelihood {name!r}. Valid names: {list(NAMES)}, or a "
+        f"tfvae.heads.DistributionHead instance. Received: likelihood={name!r}"
+    )
 
 
 def get(identifier):
@@ -393,31 +438,17 @@ def get(identifier):
 
     Args:
         identifier: `"bernoulli"` (a `BernoulliHead()`), `"gaussian"` (a
-            `GaussianHead(scale="diagonal")`), a config dict produced by
-            `tfvae.heads.serialize`, or a `DistributionHead` instance, returned
-            as is.
+            `GaussianHead(scale="diagonal")`), `"gaussian-shared"`
+            (`GaussianHead(scale="shared")`), `"gaussian-fixed:SIGMA"`
+            (`GaussianHead(scale=SIGMA)`, e.g. `"gaussian-fixed:0.1"`), a
+            config dict produced by `tfvae.heads.serialize`, or a
+            `DistributionHead` instance, returned as is.
 
     Raises:
         ValueError: for an unknown name or an object that is not a head.
     """
-    if isinstance(identifier, DistributionHead):
-        return identifier
-    if isinstance(identifier, str):
-        factory = _NAMES.get(identifier.lower())
-        if factory is None:
-            raise ValueError(
-                f"Unknown likelihood {identifier!r}. Valid names: "
-                f"{sorted(_NAMES)}, or a tfvae.heads.DistributionHead instance. "
-                f"Received: likelihood={identifier!r}"
-            )
-        return factory()
-    if isinstance(identifier, dict):
-        head = keras.saving.deserialize_keras_object(identifier)
-        if isinstance(head, DistributionHead):
-            return head
-    raise ValueError(
-        f"A likelihood must be one of {sorted(_NAMES)} or a "
-        f"tfvae.heads.DistributionHead. Received: likelihood={identifier!r}"
+    return _checks.get_object(
+        identifier, DistributionHead, _from_name, "likelihood", NAMES
     )
 
 

@@ -4,15 +4,10 @@ import keras
 from keras import ops
 
 from tfvae import _checks, heads
-from tfvae._model import (
-    NOTHING_PREPARED,
-    Chain,
-    LatentVariableModel,
-    diagonal_normal,
-    reparameterize,
-    standard_normal,
-)
-from tfvae._networks import mlp
+from tfvae import noise as noise_lib
+from tfvae.distributions import precision_weighted, reparameterize
+from tfvae.latent import NOTHING_PREPARED, Chain, LatentLayer, LatentVariableModel
+from tfvae.networks import mlp
 
 _INFERENCES = ("bottom_up", "ladder")
 
@@ -42,7 +37,8 @@ class HierarchicalVAE(LatentVariableModel):
     """A VAE with a Markov chain of L stochastic layers.
 
     Generative model: p(x, z_1..z_L) = p(z_L) p(z_{L-1}|z_L) ... p(z_1|z_2)
-    p(x|z_1), with p(z_L) = N(0, I) and diagonal-Gaussian conditionals.
+    p(x|z_1), with p(z_L) = N(0, I) (or the `prior` given) and
+    diagonal-Gaussian conditionals.
     Inference model, diagonal Gaussians, one of two (`inference`):
     - `"bottom_up"` (default): q(z_1..z_L|x) = q(z_1|x) q(z_2|z_1) ...
       q(z_L|z_{L-1}), the Markov chain of Burda et al. (2015). Layer l's
@@ -98,6 +94,9 @@ class HierarchicalVAE(LatentVariableModel):
             model described above.
         gated: `True` makes every hidden layer a `tfvae.layers.GatedDense`,
             activation(W x + b) * sigmoid(V x + c).
+        prior: p(z_L): `"standard_normal"` (the default) or a
+            `tfvae.priors.Prior`. A prior without a closed-form KL makes the
+            top layer's KL the sampled ratio, as for the layers below.
         seed: seed of the model's noise (an int or None).
         **kwargs: base `keras.Model` arguments, such as `name`.
 
@@ -114,7 +113,7 @@ class HierarchicalVAE(LatentVariableModel):
     ```
     """
 
-    _per_layer_metrics = True
+    per_layer_metrics = True
 
     def __init__(
         self,
@@ -129,6 +128,7 @@ class HierarchicalVAE(LatentVariableModel):
         objective="elbo",
         inference="bottom_up",
         gated=False,
+        prior="standard_normal",
         seed=None,
         **kwargs,
     ):
@@ -141,7 +141,6 @@ class HierarchicalVAE(LatentVariableModel):
         self.hidden_units = _hidden_units_per_layer(hidden_units, self.latent_dims)
         keras.activations.get(activation)
         self.activation = activation
-        num_layers = len(self.latent_dims)
         # Attributes in data-flow order: the inference chain, then the
         # generative chain from the top down to x.
         self.inference_networks = [
@@ -168,25 +167,14 @@ class HierarchicalVAE(LatentVariableModel):
             heads.DiagonalGaussianHead(event_shape=(dim,), name=f"prior_{i + 1}")
             for i, dim in enumerate(self.latent_dims[:-1])
         ]
-        self.likelihood = self._likelihood_head(likelihood)
-        self._make_trackers(num_layers)
+        self.prior = self.top_prior(prior, self.latent_dims[-1])
+        self.likelihood = self.likelihood_head(likelihood)
+        self.make_trackers()
         self.build((None, *self.input_shape))
 
-    def _build_networks(self):
-        self._chain(ops.zeros((1, *self.input_shape)), self._noise(1, 1, seed=0))
-
-    @property
-    def num_layers(self):
-        return len(self.latent_dims)
-
-    @property
-    def _noise_dims(self):
-        return self.latent_dims
-
-    @property
-    def prior(self):
-        """The top prior p(z_L) = N(0, I)."""
-        return standard_normal(self.latent_dims[-1])
+    def build_networks(self):
+        noise = noise_lib.standard_normal((1, 1), self.latent_dims, seed=0)
+        self.chain(ops.zeros((1, *self.input_shape)), noise)
 
     def _posterior(self, layer, h, training=None):
         """q(z_layer | z_{layer-1}), with z_0 = x; layers count from 1.
@@ -207,21 +195,25 @@ class HierarchicalVAE(LatentVariableModel):
         """Index of the layer sampled first, whose posterior has batch (B,)."""
         return 0 if self.inference == "bottom_up" else self.num_layers - 1
 
-    def _latent_layers(self, x, noise):
-        posteriors, z, priors = self._posterior_chain(x, noise)
-        return list(zip(posteriors, priors + [self.prior], z, strict=True))
-
-    def _first_posterior(self, x, training=None):
-        if self.inference == "bottom_up":
-            return self._posterior(1, x, training)
-        return self._mean_chain(x, training)[0]
+    def latent_layers(self, x, noise):
+        posteriors, z, conditionals = self._posterior_chain(x, noise)
+        layers = []
+        for q, p, z_l in zip(posteriors[:-1], conditionals, z[:-1], strict=True):
+            kl = q.distribution.log_prob(z_l) - p.distribution.log_prob(z_l)
+            layers.append(LatentLayer(q, p, z_l, kl))
+        q, z_top = posteriors[-1], z[-1]
+        kl = self.prior.kl_per_dimension(q)
+        if kl is None:
+            kl = q.distribution.log_prob(z_top) - self.prior.log_prob(z_top)[:, None]
+        layers.append(LatentLayer(q, self.prior.distribution(), z_top, kl))
+        return layers
 
     def decode(self, z_1, training=None):
         """Returns p(x|z_1), a `tfd.Distribution` with the data's event shape."""
         features = self.generative_networks[0](z_1, training=training)
         return self.likelihood(features)
 
-    def encode(self, x, seed=None, sample=True, training=None):
+    def encode(self, x, sample=True, seed=None, training=None):
         """The posteriors of z_1 ... z_L along one ancestral sample.
 
         q(z_1|x), q(z_2|z_1), ... under `"bottom_up"` inference; q(z_1|x, z_2),
@@ -238,10 +230,12 @@ class HierarchicalVAE(LatentVariableModel):
             A list of L `tfd.Distribution`s, z_1 first, each of batch shape
             (batch,).
         """
-        x = self._checked(x)
+        x = ops.convert_to_tensor(x, "float32")
         if not sample:
             return self._mean_chain(x, training)
-        noise = self._noise(1, ops.shape(x)[0], self._seed(seed))
+        noise = noise_lib.standard_normal(
+            (1, ops.shape(x)[0]), self.latent_dims, self._seed(seed)
+        )
         posteriors, _, _ = self._posterior_chain(
             x, noise, training, with_conditionals=False
         )
@@ -299,7 +293,7 @@ class HierarchicalVAE(LatentVariableModel):
         posteriors, samples, conditionals = [q], [z], []
         for layer in range(self.num_layers - 1, 0, -1):
             p = self._conditional(layer, z, training)
-            q = _precision_weighted(estimates[layer - 1], p)
+            q = precision_weighted(estimates[layer - 1], p)
             z = reparameterize(
                 q, ops.reshape(noise[layer - 1], ops.shape(p.distribution.loc))
             )
@@ -308,7 +302,7 @@ class HierarchicalVAE(LatentVariableModel):
             conditionals.insert(0, p)
         return posteriors, samples, conditionals
 
-    def _chain(self, x, noise, training=None, prepared=NOTHING_PREPARED):
+    def chain(self, x, noise, training=None, prepared=NOTHING_PREPARED):
         num_samples = noise[0].shape[0]
 
         def per_sample(values):
@@ -331,13 +325,13 @@ class HierarchicalVAE(LatentVariableModel):
             features, x, num_samples, prepared=prepared.likelihood
         )
         log_px = per_sample(log_px)
-        kl_top = heads.tfd.kl_divergence(posteriors[-1], self.prior)
-        if first != self.num_layers - 1:  # q(z_L|.) has batch (S*B,)
-            kl_top = per_sample(kl_top)
+        kl_top = self.prior.kl_divergence(posteriors[-1])
+        if kl_top is not None and first != self.num_layers - 1:
+            kl_top = per_sample(kl_top)  # q(z_L|.) has batch (S*B,)
         return Chain(log_px=log_px, log_q=log_q, log_p=log_p, kl_top=kl_top)
 
-    def _generate(self, noise):
-        z = noise[-1]
+    def generate(self, noise):
+        z = self.prior.sample_from_noise(noise[-1])
         for layer in range(self.num_layers - 1, 0, -1):
             z = reparameterize(self._conditional(layer, z), noise[layer - 1])
         return self.decode(z).mean()
@@ -353,25 +347,3 @@ class HierarchicalVAE(LatentVariableModel):
             "inference": self.inference,
             "gated": self.gated,
         }
-
-
-def _precision_weighted(estimate, conditional):
-    """The normalized product of two diagonal Gaussians: the ladder posterior.
-
-    `estimate` (batch (B,)) is the upward estimate N(m, s^2) from x;
-    `conditional` (batch (S*B,), sample-major) is p(z_l|z_{l+1}) = N(mu,
-    sigma^2). Returns N(mu_q, sigma_q^2) with batch (S*B,), where
-    sigma_q^-2 = s^-2 + sigma^-2 and mu_q = sigma_q^2 (m s^-2 + mu sigma^-2).
-    """
-    loc, scale = estimate.distribution.loc, estimate.distribution.scale
-    p_loc, p_scale = conditional.distribution.loc, conditional.distribution.scale
-    shape = ops.shape(p_loc)
-    batch, dim = ops.shape(loc)[0], loc.shape[-1]
-    p_loc = ops.reshape(p_loc, (-1, batch, dim))
-    p_scale = ops.reshape(p_scale, (-1, batch, dim))
-    precision, p_precision = scale**-2, p_scale**-2
-    variance = 1.0 / (precision + p_precision)
-    q_loc = variance * (loc * precision + p_loc * p_precision)
-    return diagonal_normal(
-        ops.reshape(q_loc, shape), ops.reshape(ops.sqrt(variance), shape)
-    )

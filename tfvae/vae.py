@@ -4,23 +4,16 @@ import keras
 from keras import ops
 
 from tfvae import _checks, heads
-from tfvae._model import (
-    NOTHING_PREPARED,
-    Chain,
-    LatentVariableModel,
-    log_prob_of_noise,
-    reparameterize,
-    standard_normal,
-    standard_normal_log_prob,
-)
-from tfvae._networks import mlp
+from tfvae.distributions import log_prob_of_noise, reparameterize
+from tfvae.latent import NOTHING_PREPARED, Chain, LatentLayer, LatentVariableModel
+from tfvae.networks import mlp
 
 _KL_ESTIMATORS = ("analytic", "mc")
 
 
 @keras.saving.register_keras_serializable(package="tfvae")
 class VAE(LatentVariableModel):
-    """Variational autoencoder with a N(0, I) prior and a diagonal-Gaussian q(z|x).
+    """Variational autoencoder: diagonal-Gaussian q(z|x), p(z) = N(0, I) by default.
 
     The encoder network maps x to features that a `DiagonalGaussianHead` turns
     into q(z|x); the decoder network maps z to features that the likelihood
@@ -59,6 +52,9 @@ class VAE(LatentVariableModel):
             sigma(z)) or a `tfvae.heads.DistributionHead`, e.g.
             `tfvae.heads.GaussianHead(scale="shared")`.
         kl: `"analytic"` (closed form) or `"mc"` (sampled log-density ratio).
+        prior: p(z): `"standard_normal"` (the default) or a
+            `tfvae.priors.Prior`. `kl="analytic"` needs a prior with a closed
+            form KL.
         beta: weight of the KL term in the training loss, >= 0. The reported
             `elbo` always uses 1. `tfvae.callbacks.KLWarmup` ramps the weight
             (`model.kl_weight`) from 0 up to beta.
@@ -108,6 +104,7 @@ class VAE(LatentVariableModel):
         encoder=None,
         decoder=None,
         gated=False,
+        prior="standard_normal",
         seed=None,
         **kwargs,
     ):
@@ -132,55 +129,63 @@ class VAE(LatentVariableModel):
         self.decoder = decoder or mlp(
             self.hidden_units[::-1], activation, name="decoder", gated=gated
         )
-        self.likelihood = self._likelihood_head(likelihood)
-        self._make_trackers(num_layers=1)
+        self.prior = self.top_prior(prior, self.latent_dim)
+        self.likelihood = self.likelihood_head(likelihood)
+        if self.kl == "analytic" and not self.prior.analytic_kl:
+            raise ValueError(
+                f"kl='analytic' needs a prior with a closed-form KL; "
+                f"{type(self.prior).__name__} has none. Expected kl='mc'. "
+                f"Received: kl={kl!r}, prior={self.prior.name!r}"
+            )
+        self.make_trackers()
         self.build((None, *self.input_shape))
 
-    def _build_networks(self):
-        q = self.encode(ops.zeros((1, *self.input_shape)))
+    def build_networks(self):
+        (q,) = self.encode(ops.zeros((1, *self.input_shape)))
         self.decode(q.mean())
 
     @property
-    def _analytic_top_kl(self):
-        return self.kl == "analytic"
-
-    @property
-    def _noise_dims(self):
+    def latent_dims(self):
         return (self.latent_dim,)
 
-    @property
-    def prior(self):
-        """The prior p(z) = N(0, I): a `tfd.Distribution`, event shape (latent_dim,)."""
-        return standard_normal(self.latent_dim)
-
-    def encode(self, x, training=None):
-        """Returns q(z|x), a `tfd.Distribution` of batch shape (batch,)."""
+    def posterior_of(self, x, training=None):
+        """q(z|x), a `tfd.Distribution` of batch shape (batch,)."""
         return self.posterior(self.encoder(x, training=training))
+
+    def encode(self, x, sample=True, seed=None, training=None):
+        """Returns [q(z|x)]: a list of one `tfd.Distribution` of batch (batch,).
+
+        A list, as for every tfvae model (one posterior per latent layer);
+        `sample` and `seed` change nothing for a single layer.
+        """
+        del sample, seed
+        return [self.posterior_of(x, training=training)]
 
     def decode(self, z, training=None):
         """Returns p(x|z), a `tfd.Distribution` with the data's event shape."""
         return self.likelihood(self.decoder(z, training=training))
 
-    def _latent_layers(self, x, noise):
-        q = self.encode(x)
-        return [(q, self.prior, reparameterize(q, noise[0][0]))]
+    def latent_layers(self, x, noise):
+        q = self.posterior_of(x)
+        z = reparameterize(q, noise[0][0])
+        kl = self.prior.kl_per_dimension(q)
+        if kl is None:
+            kl = q.distribution.log_prob(z) - self.prior.log_prob(z)[:, None]
+        return [LatentLayer(q, self.prior.distribution(), z, kl)]
 
-    def _first_posterior(self, x, training=None):
-        return self.encode(x, training=training)
+    def generate(self, noise):
+        (eps,) = noise
+        return self.decode(self.prior.sample_from_noise(eps)).mean()
 
-    def _generate(self, noise):
-        (z,) = noise
-        return self.decode(z).mean()
+    def prepare(self, x):
+        return super().prepare(x)._replace(posterior=self.posterior_of(x))
 
-    def _prepare(self, x):
-        return super()._prepare(x)._replace(posterior=self.encode(x))
-
-    def _chain(self, x, noise, training=None, prepared=NOTHING_PREPARED):
+    def chain(self, x, noise, training=None, prepared=NOTHING_PREPARED):
         (noise,) = noise
         num_samples = noise.shape[0]
         q = prepared.posterior
         if q is None:
-            q = self.encode(x, training=training)
+            q = self.posterior_of(x, training=training)
         z = reparameterize(q, noise)  # (S, B, D)
         features = self.decoder(
             ops.reshape(z, (-1, self.latent_dim)), training=training
@@ -192,8 +197,8 @@ class VAE(LatentVariableModel):
         return Chain(
             log_px=log_px,
             log_q=[log_prob_of_noise(q, noise)],
-            log_p=[standard_normal_log_prob(z)],
-            kl_top=heads.tfd.kl_divergence(q, self.prior),
+            log_p=[self.prior.log_prob(z)],
+            kl_top=self.prior.kl_divergence(q) if self.kl == "analytic" else None,
         )
 
     def get_config(self):

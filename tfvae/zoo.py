@@ -5,41 +5,43 @@ A preset is a folder of four files: `config.json` (the serialized model),
 versions, data, training recipe and measured metrics with the commands that
 measured them) and a `README.md` model card. The presets ship inside the
 package (`zoo/` in the repository, installed as `tfvae.presets`). The sha256
-of every preset's weights is kept both in its metadata and in `_REGISTRY`
-below, and is checked on every load before anything is loaded.
+of every preset's weights is kept both in its metadata and in the shipped
+registry, `registry.json` beside the preset folders, and is checked on every
+load before anything is loaded. The registry is data: `publish` (`tfvae zoo
+publish`) writes the entry of a preset it publishes into a zoo folder.
+
+The models take presets the keras-hub way too: `tfvae.VAE.from_preset(name)`
+and `model.save_to_preset(folder)`.
 """
 
 import difflib
 import hashlib
 import importlib.resources
 import json
-import math
 import os
+import platform
 import shutil
 import urllib.request
 
 import keras
 
-from tfvae import _checks, _files
+from tfvae import _checks, _files, certificate, data
 from tfvae.version import __version__
 
-__all__ = ["list", "info", "load", "save_preset", "PresetError"]
+__all__ = [
+    "list",
+    "info",
+    "load",
+    "publish",
+    "save_preset",
+    "verify",
+    "PresetError",
+    "REGISTRY_FILE",
+]
 
-# name -> sha256 of model.weights.h5. A preset is listed only once it is here.
-_REGISTRY = {
-    "hvae2_bernoulli_bmnist": (
-        "352fa81b0179f689a5d044e68e263208c05aa7d5f68c8ac282208b7fb606a58a"
-    ),
-    "vae_bernoulli_bmnist": (
-        "b625579e53fc70a6652ef1407fb8aad5b61a94b9d8dd7b50c0012970f7e048c0"
-    ),
-    "vae_bernoulli_bmnist_2d": (
-        "d2fb2e2cc118f1ff919e2d7b80d8ad27fed10e85352b7cc7b250801d4905577c"
-    ),
-    "vae_gaussian_digits": (
-        "9b0e87bcb5a1675069f33f1e73afe45fd979a46bfcf55cf5087aa579e13345f5"
-    ),
-}
+# The registry of a zoo folder: {preset name: sha256 of its model.weights.h5}.
+# A shipped preset is listed only once it is in the package's registry.
+REGISTRY_FILE = "registry.json"
 
 _FILES = ("config.json", "model.weights.h5", "metadata.json", "README.md")
 
@@ -52,9 +54,14 @@ def _presets_root():
     return importlib.resources.files("tfvae.presets")
 
 
+def _registry():
+    """The shipped registry: {name: sha256 of the weights}."""
+    return json.loads((_presets_root() / REGISTRY_FILE).read_text())
+
+
 def list():  # noqa: A001 (the zoo's public verb, as in keras_hub)
     """The names of the presets shipped with tfvae, sorted."""
-    return sorted(_REGISTRY)
+    return sorted(_registry())
 
 
 def _sha256(path):
@@ -76,7 +83,7 @@ def _unknown(name):
 
 def _folder(name):
     """The local folder of a preset name or path."""
-    if name in _REGISTRY:
+    if name in _registry():
         return str(_presets_root() / name)
     if os.path.isdir(os.fspath(name)):
         return os.fspath(name)
@@ -112,7 +119,7 @@ def _download_preset(url, sha256, cache_dir):
     return target
 
 
-def load(name, sha256=None, cache_dir=None):
+def load(name, sha256=None, cache_dir=None, model_class=None):
     """A ready model from a preset name, a preset folder, or a URL of one.
 
     The sha256 of the weights is checked against the preset's metadata (and,
@@ -125,6 +132,9 @@ def load(name, sha256=None, cache_dir=None):
         sha256: the expected sha256 of the weights; required for a URL.
         cache_dir: where URL presets are kept (default: the data cache,
             `~/.cache/tfvae/presets`).
+        model_class: refuse, before anything is deserialized, a preset whose
+            model is not of this class (or a subclass), as
+            `tfvae.VAE.from_preset` does.
 
     Example:
 
@@ -135,8 +145,6 @@ def load(name, sha256=None, cache_dir=None):
     """
     name = os.fspath(name)
     if name.startswith(("http://", "https://", "file://")):
-        from tfvae import data
-
         cache_dir = cache_dir or os.path.join(data.search_path()[-1], "presets")
         folder = _download_preset(name, sha256, cache_dir)
     else:
@@ -144,7 +152,7 @@ def load(name, sha256=None, cache_dir=None):
     metadata = info(folder)
     weights = os.path.join(folder, "model.weights.h5")
     actual = _sha256(weights)
-    expected = {metadata.get("sha256"), _REGISTRY.get(name, metadata.get("sha256"))}
+    expected = {metadata.get("sha256"), _registry().get(name, metadata.get("sha256"))}
     if sha256 is not None:
         expected.add(sha256)
     if expected != {actual}:
@@ -154,6 +162,8 @@ def load(name, sha256=None, cache_dir=None):
         )
     with open(os.path.join(folder, "config.json")) as file:
         config = json.load(file)
+    if model_class is not None:
+        _check_class(config, model_class, name)
     # The weights first, into an uncompiled model: presets written before
     # optimizer states were left out still hold one, which is not restored.
     compile_config = config.pop("compile_config", None)
@@ -220,7 +230,8 @@ def save_preset(
     """Writes a preset folder: config, weights, metadata and model card.
 
     Args:
-        model: a `tfvae.VAE` or `tfvae.HierarchicalVAE`.
+        model: a `tfvae.latent.LatentVariableModel` (`tfvae.VAE`,
+            `tfvae.HierarchicalVAE`, ...).
         folder: the preset folder to write.
         metadata: a dict merged into the metadata: `name`, `description`,
             `dataset`, `preprocessing`, `objective`, `training_command`,
@@ -272,42 +283,130 @@ def save_preset(
     return meta
 
 
+def _check_class(config, model_class, name):
+    """Refuses a preset config whose model is not a `model_class`."""
+    found = keras.saving.get_registered_object(config.get("registered_name", ""))
+    if found is None or not issubclass(found, model_class):
+        raise PresetError(
+            f"Preset {name!r} holds a {config.get('class_name')!r} model, not a "
+            f"{model_class.__name__}: load it with "
+            f"tfvae.{config.get('class_name')}.from_preset or tfvae.zoo.load; "
+            "nothing was loaded."
+        )
+
+
 def verify(name, num_samples=5000, subset=None, seed=0, data_dir=None):
     """Recomputes a preset's test metrics: (recorded metrics, measured dict).
 
-    The measured dict holds the test ELBO and log-likelihood with their
-    standard errors, on the whole test split or a seeded random `subset`.
+    The measured dict is the certificate of fit (`tfvae.certify`) on the
+    test split, or on a seeded random `subset` of it: the ELBO and
+    log-likelihood with their standard errors (0 for a single example), NLL,
+    bits/dim, active units and KL per layer.
     """
-    import tfvae
-    from tfvae import data
-
     metadata = info(name)
     model = load(name)
+    preprocessing = metadata["data"]
     x = data.load(
-        metadata["data"]["name"],
+        preprocessing["name"],
         "test",
         data_dir=data_dir,
         limit=subset,
         seed=seed,
-        binarize=metadata["data"].get("binarize"),
-        dequantize=metadata["data"].get("dequantize"),
+        binarize=preprocessing.get("binarize"),
+        dequantize=preprocessing.get("dequantize"),
     )
-    measured = tfvae.evaluate_log_likelihood(
+    measured = certificate.certify(
         model,
         x,
         num_samples=_checks.positive_int(num_samples, "num_samples"),
         seed=seed,
-        verbose=0,
+        levels=data.dequantize_levels(
+            preprocessing["name"], preprocessing.get("dequantize")
+        ),
     )
-    measured["nll_bits_per_dim"] = float(
-        tfvae.bits_per_dim(
-            measured["log_likelihood"],
-            model.input_shape,
-            levels=data.dequantize_levels(
-                metadata["data"]["name"], metadata["data"].get("dequantize")
-            ),
-        )
-    )
-    if math.isnan(measured["log_likelihood_stderr"]):
-        measured["log_likelihood_stderr"] = 0.0
+    for key in ("elbo_stderr", "log_likelihood_stderr"):
+        measured[key] = certificate.stderr_or_zero(measured[key])
     return metadata.get("metrics", {}), measured
+
+
+def publish(
+    run_dir, folder, recipe=None, description="", num_samples=5000, overwrite=False
+):
+    """Evaluates a finished training run and writes it as a preset folder.
+
+    The run's `model.keras` is certified on the test split of its dataset
+    (`tfvae.certify`, K = `num_samples`, seed 0), and the preset is written
+    with its metadata and card (`save_preset`). Where the folder's parent is
+    a zoo (it holds a `registry.json`, as `zoo/` in the repository does), the
+    preset's sha256 is written into that registry.
+
+    Args:
+        run_dir: a run folder of `tfvae.runs.train` that holds `model.keras`.
+        folder: the preset folder to write; its name is the preset's.
+        recipe: the recipe file the run was trained from, copied into the
+            preset as `recipe.yaml`.
+        description: the card's description.
+        num_samples: K of the log-likelihood.
+        overwrite: replace an existing preset folder.
+
+    Returns:
+        The metadata written.
+    """
+    model_path = os.path.join(run_dir, "model.keras")
+    if not os.path.exists(model_path):
+        raise PresetError(f"no finished run in {run_dir}: no model.keras")
+    with open(os.path.join(run_dir, "run.json")) as file:
+        config = json.load(file)
+    with open(os.path.join(run_dir, "history.json")) as file:
+        history = json.load(file)
+    model = keras.models.load_model(model_path)
+    preprocessing = {key: config.get(key) for key in ("binarize", "dequantize")}
+    x = data.load(config["dataset"], "test", seed=0, **preprocessing)
+    measured = certificate.certify(
+        model,
+        x,
+        num_samples=num_samples,
+        seed=0,
+        levels=data.dequantize_levels(config["dataset"], preprocessing["dequantize"]),
+        verbose="auto",
+    )
+    metrics = {
+        key: round(measured[key], 3)
+        for key in ("elbo", "elbo_stderr", "log_likelihood", "log_likelihood_stderr")
+    }
+    metrics.update(
+        nll=round(measured["nll"], 3),
+        bits_per_dim=round(measured["bits_per_dim"], 4),
+        num_samples=num_samples,
+        num_examples=measured["num_examples"],
+        active_units=measured["active_units"],
+        kl_per_layer=[round(k, 3) for k in measured["kl_per_layer"]],
+    )
+    name = os.path.basename(os.path.abspath(folder))
+    recipe_path = f"zoo/{name}/recipe.yaml" if recipe else "run.json"
+    metadata = {
+        "name": name,
+        "description": description,
+        "data": {"name": config["dataset"], **preprocessing},
+        "dataset": f"{config['dataset']} (train split; test split for the metrics)",
+        "preprocessing": ", ".join(f"{k}={v}" for k, v in preprocessing.items()),
+        "objective": config["objective"],
+        "recipe": config,
+        "training_command": f"tfvae train --config {recipe_path} --out runs/{name}",
+        "training_time": f"{sum(r.get('seconds', 0) for r in history) / 60:.1f} min",
+        "epochs": len(history),
+        "hardware": f"{platform.machine()}, {os.cpu_count()} CPUs, no GPU",
+        "metrics": metrics,
+        "evaluation_command": f"tfvae zoo verify {name} --num-samples {num_samples}",
+    }
+    extra = {"recipe.yaml": recipe} if recipe else None
+    metadata = save_preset(
+        model, folder, metadata, overwrite=overwrite, extra_files=extra
+    )
+    registry = os.path.join(os.path.dirname(os.path.abspath(folder)), REGISTRY_FILE)
+    if os.path.exists(registry):
+        with open(registry) as file:
+            entries = json.load(file)
+        entries[name] = metadata["sha256"]
+        _files.write_json(registry, dict(sorted(entries.items())))
+    return metadata

@@ -1,4 +1,4 @@
-"""The default networks of the models: multilayer perceptrons."""
+"""Multilayer perceptrons, the default networks of the models."""
 
 import keras
 

@@ -1,0 +1,123 @@
+"""A training run from Python: `tfvae.runs`, what `tfvae train` runs."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+
+import tfvae
+from tfvae import callbacks, heads, runs
+
+# A small Gaussian model on the dequantized digits (offline), with a
+# validation split.
+DIGITS = {
+    "dataset": "digits",
+    "likelihood": "gaussian-shared",
+    "dequantize": "uniform",
+    "latent_dim": 2,
+    "hidden_units": "16",
+    "learning_rate": 0.03,
+    "epochs": 2,
+}
+
+
+def test_a_run_writes_its_folder_and_returns_the_model(tmp_path):
+    out = tmp_path / "run"
+    result = runs.train(DIGITS, out, verbose=0)
+    assert isinstance(result.model, tfvae.VAE) and result.best_epoch is None
+    assert result.model_path == os.path.join(out, "model.keras")
+    for name in ("model.keras", "run.json", "history.json", "logs"):
+        assert (out / name).exists(), name
+    assert not (out / "backup").exists()  # removed once the run is complete
+    assert sorted(os.listdir(out / "checkpoints")) == [
+        "epoch-001.keras",
+        "epoch-002.keras",
+    ]
+    with open(out / "run.json") as file:
+        assert json.load(file) == runs.resolve(DIGITS)
+    with open(out / "history.json") as file:
+        assert [row["epoch"] for row in json.load(file)] == [1, 2]
+    head = result.model.likelihood
+    assert isinstance(head, heads.GaussianHead) and head.scale == "shared"
+    with pytest.raises(ValueError, match="already complete"):
+        runs.train(None, out, resume=True)
+    with pytest.raises(ValueError, match="exists and is not empty"):
+        runs.train(DIGITS, out)
+
+
+def test_an_interrupted_run_resumes_to_its_last_epoch(tmp_path, monkeypatch):
+    out = tmp_path / "run"
+    original = callbacks.HistoryFile.on_epoch_end
+
+    def stop_after_the_first_epoch(self, epoch, logs=None):
+        original(self, epoch, logs)
+        if epoch == 0:
+            raise KeyboardInterrupt  # as a kill after epoch 1 was backed up
+
+    monkeypatch.setattr(
+        callbacks.HistoryFile, "on_epoch_end", stop_after_the_first_epoch
+    )
+    with pytest.raises(KeyboardInterrupt):
+        runs.train({**DIGITS, "epochs": 3}, out, verbose=0)
+    assert not (out / "model.keras").exists()
+    monkeypatch.setattr(callbacks.HistoryFile, "on_epoch_end", original)
+    with pytest.raises(ValueError, match="expected config=None"):
+        runs.train(DIGITS, out, resume=True)
+    result = runs.train(None, out, resume=True, verbose=0)
+    with open(out / "history.json") as file:
+        assert [row["epoch"] for row in json.load(file)] == [1, 2, 3]
+    assert int(result.model.optimizer.iterations.numpy()) == 3 * 13  # 1,257 / 100
+
+
+def test_early_stopping_returns_the_best_epoch(tmp_path):
+    result = runs.train(
+        {**DIGITS, "epochs": 3, "early_stopping": 5}, tmp_path / "run", verbose=0
+    )
+    with open(tmp_path / "run" / "history.json") as file:
+        rows = json.load(file)
+    assert result.best_epoch == max(rows, key=lambda r: r["val_elbo"])["epoch"]
+
+
+def test_resolve_merges_defaults_file_and_overrides(tmp_path):
+    path = tmp_path / "recipe.yaml"
+    path.write_text("latent-dim: 7\nepochs: 4\nmodel: hvae\n")
+    config = runs.resolve(str(path), epochs=9, beta=None)
+    assert config == {**runs.DEFAULTS, "latent_dim": 7, "epochs": 9, "model": "hvae"}
+    assert runs.read_config(path) == {"latent_dim": 7, "epochs": 4, "model": "hvae"}
+
+
+@pytest.mark.parametrize(
+    "config, match",
+    [
+        ({"epoch": 3}, r"unknown options in the run configuration: \['epoch'\]"),
+        ({"inference": "ladder"}, "applies to --model hvae only"),
+        ({"model": "gan"}, "model must be one of"),
+        ({"dataset": "mnist", "early_stopping": 3}, "needs a validation split"),
+    ],
+)
+def test_bad_configurations_fail_before_any_file_is_written(config, match, tmp_path):
+    with pytest.raises(ValueError, match=match):
+        runs.train(config, tmp_path / "run")
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize(
+    "likelihood, scale",
+    [
+        ("gaussian", "diagonal"),
+        ("gaussian-shared", "shared"),
+        ("gaussian-fixed:0.5", 0.5),
+    ],
+)
+def test_build_model_takes_every_likelihood_name(likelihood, scale):
+    config = runs.resolve(likelihood=likelihood, model="hvae", latent_dims="3,2")
+    model = runs.build_model(config, (12,))
+    assert isinstance(model, tfvae.HierarchicalVAE) and model.latent_dims == (3, 2)
+    assert model.hidden_units == ((200, 200), (100, 100))
+    assert model.likelihood.scale == scale
+    vae = runs.build_model(runs.resolve(), (12,))
+    assert vae.hidden_units == (200, 200) and isinstance(
+        vae.likelihood, heads.BernoulliHead
+    )
+    assert np.isfinite(vae.count_params())

@@ -1,0 +1,326 @@
+"""A training run as a library: what `tfvae train` does, from Python.
+
+A run trains a model described by a configuration (a dict of options, or a
+JSON/YAML file of them; `DEFAULTS` lists every option and its default) and
+writes a run folder:
+
+- `run.json`: the resolved options;
+- `history.json`: one row per epoch (`tfvae.callbacks.HistoryFile`);
+- `logs/`: TensorBoard logs;
+- `checkpoints/epoch-NNN.keras`: a checkpoint per epoch;
+- `backup/`: the state to resume from (`tfvae.callbacks.BackupAndRestore`);
+- `best.weights.h5`: with early stopping, the best epoch's weights;
+- `model.keras`: the trained model, once the run is complete.
+
+`train(config, out_dir)` starts a run; `train(None, out_dir, resume=True)`
+continues an interrupted one from its last completed epoch (model, optimizer
+and KL weight restored) up to the same number of epochs.
+
+Example:
+
+```python
+result = tfvae.runs.train(
+    {"dataset": "binarized_mnist", "epochs": 10, "latent_dim": 50}, "runs/vae"
+)
+result.model.evaluate(x_valid)
+```
+"""
+
+import dataclasses
+import json
+import os
+
+import keras
+
+from tfvae import _files, callbacks, data
+from tfvae.hvae import HierarchicalVAE
+from tfvae.vae import VAE
+
+__all__ = ["DEFAULTS", "RunResult", "build_model", "read_config", "resolve", "train"]
+
+# Every option of a run, with its default.
+DEFAULTS = {
+    "model": "vae",
+    "latent_dim": 50,
+    "latent_dims": "100,50",
+    "hidden_units": None,
+    "activation": "tanh",
+    "likelihood": "bernoulli",
+    "beta": 1.0,
+    "num_samples": 1,
+    "free_bits": 0.0,
+    "objective": "elbo",
+    "inference": "bottom_up",
+    "gated": False,
+    "dataset": "binarized_mnist",
+    "binarize": None,
+    "dequantize": None,
+    "limit": None,
+    "epochs": 10,
+    "batch_size": 100,
+    "learning_rate": 1e-3,
+    "warmup": 0,
+    "early_stopping": 0,
+    "lr_plateau": 0,
+    "seed": 0,
+}
+
+# The default hidden widths of each model ("a;b" separates the layers of hvae).
+_DEFAULT_HIDDEN_UNITS = {"vae": "200,200", "hvae": "200,200;100,100"}
+
+
+@dataclasses.dataclass
+class RunResult:
+    """What `train` returns.
+
+    Attributes:
+        model: the trained model (the best epoch's weights with early
+            stopping).
+        model_path: the path of the `model.keras` it wrote.
+        best_epoch: with early stopping, the epoch whose weights were kept;
+            else None.
+    """
+
+    model: keras.Model
+    model_path: str
+    best_epoch: int | None = None
+
+
+def read_config(path):
+    """The options of a JSON or YAML (`.yaml`/`.yml`) run configuration file.
+
+    Keys may use dashes or underscores. Raises `ValueError` for a missing
+    file, a file that holds no mapping, or an unknown option.
+    """
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        raise ValueError(f"no such config file: {path}")
+    with open(path) as file:
+        text = file.read()
+    if path.endswith((".yaml", ".yml")):
+        import yaml
+
+        config = yaml.safe_load(text)
+    else:
+        config = json.loads(text)
+    if not isinstance(config, dict):
+        raise ValueError(f"{path} must hold a mapping of options")
+    return _known({key.replace("-", "_"): value for key, value in config.items()}, path)
+
+
+def _known(options, where):
+    unknown = sorted(set(options) - set(DEFAULTS))
+    if unknown:
+        raise ValueError(
+            f"unknown options in {where}: {unknown}; valid: {sorted(DEFAULTS)}"
+        )
+    return dict(options)
+
+
+def resolve(config=None, **overrides):
+    """The full options of a run: `DEFAULTS`, then `config`, then `overrides`.
+
+    Args:
+        config: a dict of options, a path to a JSON/YAML file of them, or None.
+        **overrides: options that win over `config` (None values are
+            ignored, as for command-line flags that were not given).
+
+    Raises:
+        ValueError: for an unknown option, or a combination that cannot work.
+    """
+    resolved = dict(DEFAULTS)
+    if isinstance(config, (str, os.PathLike)):
+        resolved.update(read_config(config))
+    elif config is not None:
+        resolved.update(_known(config, "the run configuration"))
+    resolved.update(
+        _known({k: v for k, v in overrides.items() if v is not None}, "the options")
+    )
+    check(resolved)
+    return resolved
+
+
+def _widths(text):
+    try:
+        return tuple(int(w) for w in str(text).split(",") if w.strip())
+    except ValueError:
+        raise ValueError(
+            f"widths must be integers separated by commas, got {text!r}"
+        ) from None
+
+
+def build_model(config, input_shape):
+    """The model of a run configuration, for examples of `input_shape`."""
+    common = dict(
+        input_shape=input_shape,
+        activation=config["activation"],
+        likelihood=config["likelihood"],
+        beta=config["beta"],
+        num_samples=config["num_samples"],
+        free_bits=config["free_bits"],
+        objective=config["objective"],
+        gated=config["gated"],
+        seed=config["seed"],
+    )
+    hidden = config["hidden_units"]
+    if hidden is None:
+        hidden = _DEFAULT_HIDDEN_UNITS[config["model"]]
+    if config["model"] == "vae":
+        return VAE(
+            latent_dim=config["latent_dim"], hidden_units=_widths(hidden), **common
+        )
+    return HierarchicalVAE(
+        latent_dims=_widths(config["latent_dims"]),
+        hidden_units=tuple(_widths(layer) for layer in str(hidden).split(";")),
+        inference=config["inference"],
+        **common,
+    )
+
+
+def has_validation_split(dataset):
+    """Whether a dataset name has a `valid` split."""
+    return "valid" in data.splits(dataset)
+
+
+def check(config):
+    """Refuses option combinations that cannot work, before any file is written."""
+    if config["model"] not in _DEFAULT_HIDDEN_UNITS:
+        raise ValueError(
+            f"model must be one of {sorted(_DEFAULT_HIDDEN_UNITS)}, got "
+            f"{config['model']!r}"
+        )
+    if config["model"] == "vae" and config["inference"] != "bottom_up":
+        raise ValueError(
+            f"--inference {config['inference']} applies to --model hvae only; "
+            "expected bottom_up (the default) for --model vae"
+        )
+    for option in ("early_stopping", "lr_plateau"):
+        if config[option] and not has_validation_split(config["dataset"]):
+            raise ValueError(
+                f"{option} needs a validation split; {config['dataset']!r} has none"
+            )
+
+
+def _callbacks(config, out_dir):
+    """The callbacks of a run, and its `HistoryFile`."""
+    best_path = os.path.join(out_dir, "best.weights.h5")
+    history = callbacks.HistoryFile(
+        os.path.join(out_dir, "history.json"),
+        patience=config["early_stopping"],
+        best_weights_path=best_path,
+        # Early stopping watches the bound being trained.
+        monitor=f"val_{config['objective']}",
+    )
+    checkpoints = os.path.join(out_dir, "checkpoints")
+    os.makedirs(checkpoints, exist_ok=True)
+    # The backup comes last: an epoch is backed up only once its checkpoint and
+    # history row are written, so a run killed at any moment resumes cleanly.
+    run_callbacks = [
+        keras.callbacks.ModelCheckpoint(
+            os.path.join(checkpoints, "epoch-{epoch:03d}.keras")
+        ),
+        keras.callbacks.TensorBoard(os.path.join(out_dir, "logs")),
+        history,
+        callbacks.BackupAndRestore(os.path.join(out_dir, "backup")),
+    ]
+    if config["warmup"]:
+        run_callbacks.insert(0, callbacks.KLWarmup(epochs=config["warmup"]))
+    if config["lr_plateau"]:
+        # Before the history, so that its rows hold the `learning_rate`. The
+        # rate is saved with the backups; the plateau count restarts on resume.
+        plateau = keras.callbacks.ReduceLROnPlateau(
+            monitor=f"val_{config['objective']}",
+            mode="max",
+            factor=0.5,
+            patience=config["lr_plateau"],
+            min_delta=0.0,  # better means higher, as for early stopping
+            min_lr=config["learning_rate"] / 64,
+            verbose=1,
+        )
+        run_callbacks.insert(run_callbacks.index(history), plateau)
+    return run_callbacks, history
+
+
+def train(config, out_dir, resume=False, verbose=1):
+    """Trains a model as `tfvae train` does, into the run folder `out_dir`.
+
+    Args:
+        config: a dict of options (see `DEFAULTS`), a path to a JSON/YAML
+            file of them, or None for the defaults; None with `resume`.
+        out_dir: the run folder. It must be empty or absent, unless `resume`.
+        resume: continue the interrupted run in `out_dir` from its last
+            completed epoch, with the options in its `run.json`.
+        verbose: Keras' progress display, 0, 1 or 2.
+
+    Returns:
+        A `RunResult`.
+
+    Raises:
+        ValueError: for bad options, a folder that holds a run (without
+            `resume`), nothing to resume, or a run that is already complete.
+    """
+    out_dir = os.fspath(out_dir)
+    run_file = os.path.join(out_dir, "run.json")
+    if resume:
+        if config is not None:
+            raise ValueError(
+                "resume=True continues a run with the options in its run.json; "
+                f"expected config=None. Received: config={config!r}"
+            )
+        if not os.path.exists(run_file):
+            raise ValueError(f"nothing to resume in {out_dir}: no run.json")
+        with open(run_file) as file:
+            # Options added since the run started take their defaults.
+            config = {**DEFAULTS, **json.load(file)}
+        if os.path.exists(os.path.join(out_dir, "model.keras")):
+            raise ValueError(f"the run in {out_dir} is already complete (model.keras)")
+    else:
+        if os.path.isdir(out_dir) and os.listdir(out_dir):
+            raise ValueError(
+                f"{out_dir} exists and is not empty; pass --resume to continue "
+                "its run, or choose another --out"
+            )
+        config = resolve(config)
+        os.makedirs(out_dir, exist_ok=True)
+    keras.utils.set_random_seed(config["seed"])
+    train_data = data.dataset(
+        config["dataset"],
+        "train",
+        config["batch_size"],
+        binarize=config["binarize"],
+        dequantize=config["dequantize"],
+        seed=config["seed"],
+        limit=config["limit"],
+    )
+    validation = None
+    if has_validation_split(config["dataset"]):
+        validation = data.dataset(
+            config["dataset"],
+            "valid",
+            1000,
+            shuffle=False,
+            binarize=config["binarize"],
+            dequantize=config["dequantize"],
+            seed=config["seed"],
+        )
+    input_shape = tuple(train_data.element_spec.shape[1:])
+    model = build_model(config, input_shape)
+    model.compile(optimizer=keras.optimizers.Adam(config["learning_rate"]))
+    if not resume:
+        _files.write_json(run_file, config)
+    run_callbacks, history = _callbacks(config, out_dir)
+    model.fit(
+        train_data,
+        epochs=config["epochs"],
+        validation_data=validation,
+        callbacks=run_callbacks,
+        verbose=verbose,
+        shuffle=False,  # the dataset reshuffles itself every epoch
+    )
+    best_epoch = None
+    if history.patience:
+        model.load_weights(history.best_weights_path)
+        best_epoch = history.best_epoch
+    model_path = os.path.join(out_dir, "model.keras")
+    model.save(model_path)
+    return RunResult(model=model, model_path=model_path, best_epoch=best_epoch)
