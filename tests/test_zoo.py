@@ -117,6 +117,63 @@ def test_presets_load_from_a_url_with_their_sha256(preset, tmp_path):
     assert not os.listdir(tmp_path / "cache3")  # the refused download is gone
 
 
+def test_from_preset_loads_its_class_and_refuses_the_other(preset, tmp_path):
+    model, folder, _ = preset
+    loaded = tfvae.VAE.from_preset(str(folder))
+    np.testing.assert_array_equal(loaded.sample(2, seed=1), model.sample(2, seed=1))
+    assert isinstance(tfvae.latent.LatentVariableModel.from_preset(folder), tfvae.VAE)
+    with pytest.raises(zoo.PresetError, match="holds a 'VAE' model, not a Hier"):
+        tfvae.HierarchicalVAE.from_preset(str(folder))
+    hvae = tfvae.HierarchicalVAE.from_preset("hvae2_bernoulli_bmnist")
+    assert hvae.latent_dims == (40, 40)
+    with pytest.raises(zoo.PresetError, match="tfvae.HierarchicalVAE.from_preset"):
+        tfvae.VAE.from_preset("hvae2_bernoulli_bmnist")
+    with pytest.raises(zoo.PresetError, match="nothing was loaded"):
+        tfvae.VAE.from_preset(str(folder), sha256="0" * 64)
+    model.save_to_preset(tmp_path / "again", samples=False)
+    assert zoo.info(tmp_path / "again")["sha256"] == zoo.info(folder)["sha256"]
+
+
+def test_publish_certifies_a_run_and_writes_the_registry(tmp_path):
+    run = tmp_path / "run"
+    tfvae.runs.train(
+        {
+            "dataset": "digits",
+            "likelihood": "gaussian-shared",
+            "dequantize": "uniform",
+            "latent_dim": 2,
+            "hidden_units": "8",
+            "epochs": 1,
+        },
+        run,
+        verbose=0,
+    )
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text("dataset: digits\n")
+    # A zoo folder: its registry.json receives the new preset's sha256.
+    (tmp_path / "zoo").mkdir()
+    (tmp_path / "zoo" / zoo.REGISTRY_FILE).write_text('{"other": "abc"}')
+    meta = zoo.publish(
+        run, tmp_path / "zoo" / "tiny_digits", recipe=recipe, num_samples=20
+    )
+    with open(tmp_path / "zoo" / zoo.REGISTRY_FILE) as file:
+        assert json.load(file) == {"other": "abc", "tiny_digits": meta["sha256"]}
+    folder = tmp_path / "zoo" / "tiny_digits"
+    assert (folder / "recipe.yaml").read_text() == "dataset: digits\n"
+    # Its metrics are the certificate of the run's model on the test split.
+    model = keras.models.load_model(run / "model.keras")
+    x = tfvae.data.load("digits", "test", seed=0, dequantize="uniform")
+    expected = tfvae.certify(model, x, num_samples=20, seed=0, levels=17)
+    metrics = meta["metrics"]
+    assert metrics["log_likelihood"] == round(expected["log_likelihood"], 3)
+    assert metrics["active_units"] == expected["active_units"]
+    assert metrics["bits_per_dim"] == round(expected["bits_per_dim"], 4)
+    assert zoo.load(folder).count_params() == meta["parameters"]
+    # Elsewhere, no registry is written.
+    zoo.publish(run, tmp_path / "loose" / "tiny", num_samples=20)
+    assert not (tmp_path / "loose" / zoo.REGISTRY_FILE).exists()
+
+
 def test_unknown_names_suggest_the_closest():
     with pytest.raises(
         zoo.PresetError, match="Unknown preset 'vae_bernoulli_bmnist2d'"

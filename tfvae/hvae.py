@@ -201,11 +201,7 @@ class HierarchicalVAE(LatentVariableModel):
         for q, p, z_l in zip(posteriors[:-1], conditionals, z[:-1], strict=True):
             kl = q.distribution.log_prob(z_l) - p.distribution.log_prob(z_l)
             layers.append(LatentLayer(q, p, z_l, kl))
-        q, z_top = posteriors[-1], z[-1]
-        kl = self.prior.kl_per_dimension(q)
-        if kl is None:
-            kl = q.distribution.log_prob(z_top) - self.prior.log_prob(z_top)[:, None]
-        layers.append(LatentLayer(q, self.prior.distribution(), z_top, kl))
+        layers.append(self.top_layer(posteriors[-1], z[-1]))
         return layers
 
     def decode(self, z_1, training=None):

@@ -2,30 +2,14 @@
 
 `LatentVariableModel` is the one seam between a kind of model (`tfvae.VAE`,
 `tfvae.HierarchicalVAE`, or yours) and everything that consumes it: the
-training glue (`tfvae.training`), the importance-sampling estimator
-(`tfvae.estimators`), the diagnostics, the SavedModel export, the callbacks
-and the zoo. A model kind implements:
-
-- `latent_dims`: the size of z_1 ... z_L, z_1 first (next to x). One
-  standard-normal draw of `sum(latent_dims)` per example drives a pass,
-  split per layer by `tfvae.noise.split`.
-- `chain(x, noise, training, prepared)`: one reparameterized pass through
-  the latent chain for S draws of each example, as a `Chain` of per-draw log
-  densities.
-- `latent_layers(x, noise)`: the same pass for one draw per example, as a
-  list of `LatentLayer`s (posterior, prior, sample, KL per dimension).
-- `encode(x, sample, seed, training)`: the posteriors of z_1 ... z_L (a list,
-  also for one layer); `decode(z_1)`: p(x | z_1); `generate(noise)`:
-  decoder means of prior draws.
-- `build_networks()`: creates every weight; `prepare(x)` (optional): the work
-  of `log_weights` that depends on x only.
-
-From these, this class gives the ELBO, the IWAE bound, beta and free bits
-(`objective_terms`, which `tfvae.training.Trainer` trains), `elbo`,
-`log_weights`, `log_likelihood`, `sample`, `reconstruct`, the data checks
-and the presets (`from_preset`, `save_to_preset`). Consumers call only these
-public names. `docs/architecture.md` walks through adding a model, a prior
-and a head.
+training glue, the estimator, the diagnostics, the export, the callbacks and
+the zoo. A model kind implements `latent_dims`, `build_networks`, `chain`,
+`latent_layers`, `encode`, `decode`, `generate` and optionally `prepare`;
+this class turns them into the ELBO, the IWAE bound, beta and free bits
+(`objective_terms`), `elbo`, `log_weights`, `log_likelihood`, `sample`,
+`reconstruct` and the presets. Consumers call only these public names.
+`docs/architecture.md` describes the protocol and how to add a model, a
+prior and a head.
 """
 
 import collections
@@ -160,6 +144,20 @@ class LatentVariableModel(training.Trainer):
         """A `Prepared`: the work of `log_weights` that depends on x only."""
         likelihood = self.likelihood.prepare(x) if self.likelihood.built else None
         return NOTHING_PREPARED._replace(likelihood=likelihood)
+
+    def top_layer(self, q, z):
+        """The `LatentLayer` of the top layer: posterior q, draw z, the prior.
+
+        Its KL per dimension is the prior's closed form, or else the sampled
+        log-ratio log q(z_j) - log p(z) / D of each dimension j: a prior that
+        does not factorize has no KL of its own per dimension, so its log
+        density is split evenly, and the layer's sum is the sampled KL.
+        """
+        kl = self.prior.kl_per_dimension(q)
+        if kl is None:
+            log_p = self.prior.log_prob(z)[:, None] / z.shape[-1]
+            kl = q.distribution.log_prob(z) - log_p
+        return LatentLayer(q, self.prior.distribution(), z, kl)
 
     # --- parts ----------------------------------------------------------------
 
@@ -388,27 +386,6 @@ class LatentVariableModel(training.Trainer):
         if self.per_layer_metrics:
             values.update({f"kl_{i}": kl for i, kl in enumerate(kls, start=1)})
         return loss, values
-
-    # --- data checks ------------------------------------------------------------
-
-    def check_inputs(self, x, values=True):
-        """Checks a batch of examples; returns it as a float32 tensor.
-
-        Arrays are checked in full at once; tensors by in-graph assertions
-        (`values=False` checks the shape only, as under XLA). Raises
-        `ValueError` for a wrong shape, NaN or Inf, or values outside the
-        likelihood's support.
-        """
-        support = self.likelihood.support
-        if values and not keras.ops.is_tensor(x):
-            _checks.check_array(x, self.input_shape, support)
-        return _checks.check_batch(
-            ops.convert_to_tensor(x), self.input_shape, support, values=values
-        )
-
-    def check_data(self, data, name="x"):
-        """Checks what `fit`/`evaluate`/`predict` accept, as far as possible."""
-        _checks.check_data(data, self.input_shape, self.likelihood.support, name)
 
     # --- configs and presets ------------------------------------------------------
 

@@ -6,8 +6,8 @@ gives it two things (`tfvae.latent.LatentVariableModel` does):
 - `objective_terms(x, noise, sample_weight, training)`: the loss to minimize
   and the metric values of one batch;
 - `metric_names()`, `latent_dims`, `num_samples` (the noise a step draws),
-  `beta` and `kl_weight` (the KL warm-up), and `check_inputs`/`check_data`
-  (the data checks).
+  `beta` and `kl_weight` (the KL warm-up), and `input_shape` and
+  `likelihood.support` (what the data checks check).
 
 What it adds on top of Keras: ten steps per call of the compiled function by
 default, exact step counts, data checks before any step, a stop with a
@@ -199,6 +199,27 @@ class Trainer(keras.Model):
         weight = kl_warmup_weight(self.beta, epoch, batch + step, steps, epochs)
         weight = tf.cast(weight, "float32")
         self.kl_weight.assign(tf.where(steps > 0, weight, self.kl_weight))
+
+    # --- data checks ------------------------------------------------------------
+
+    def check_inputs(self, x, values=True):
+        """Checks a batch of examples; returns it as a float32 tensor.
+
+        Arrays are checked in full at once; tensors by in-graph assertions
+        (`values=False` checks the shape only, as under XLA). Raises
+        `ValueError` for a wrong shape, NaN or Inf, or values outside the
+        likelihood's support.
+        """
+        support = self.likelihood.support
+        if values and not keras.ops.is_tensor(x):
+            _checks.check_array(x, self.input_shape, support)
+        return _checks.check_batch(
+            ops.convert_to_tensor(x), self.input_shape, support, values=values
+        )
+
+    def check_data(self, data, name="x"):
+        """Checks what `fit`/`evaluate`/`predict` accept, as far as possible."""
+        _checks.check_data(data, self.input_shape, self.likelihood.support, name)
 
     # --- compile, fit, evaluate, predict --------------------------------------
 

@@ -5,7 +5,7 @@ from keras import ops
 
 from tfvae import _checks, heads
 from tfvae.distributions import log_prob_of_noise, reparameterize
-from tfvae.latent import NOTHING_PREPARED, Chain, LatentLayer, LatentVariableModel
+from tfvae.latent import NOTHING_PREPARED, Chain, LatentVariableModel
 from tfvae.networks import mlp
 
 _KL_ESTIMATORS = ("analytic", "mc")
@@ -167,11 +167,7 @@ class VAE(LatentVariableModel):
 
     def latent_layers(self, x, noise):
         q = self.posterior_of(x)
-        z = reparameterize(q, noise[0][0])
-        kl = self.prior.kl_per_dimension(q)
-        if kl is None:
-            kl = q.distribution.log_prob(z) - self.prior.log_prob(z)[:, None]
-        return [LatentLayer(q, self.prior.distribution(), z, kl)]
+        return [self.top_layer(q, reparameterize(q, noise[0][0]))]
 
     def generate(self, noise):
         (eps,) = noise
