@@ -1,8 +1,9 @@
-"""Training improves the bound: real binarized MNIST, synthetic continuous data."""
+"""Training: the bound improves on real and synthetic data; the KL warm-up ramp."""
 
 import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 
 import tfvae
 from tfvae import heads
@@ -64,3 +65,17 @@ def test_each_gaussian_mode_trains_on_continuous_data(likelihood):
     # Measured gains after 20 epochs: 12 (diagonal), 7.6 (shared) and 240
     # (fixed sigma) nats per example; 30 epochs must give at least 5.
     assert after > before + 5, (before, after)
+
+
+def test_kl_warmup_weight_is_the_ramp_in_float64():
+    from tfvae.training import kl_warmup_weight
+
+    weight = kl_warmup_weight(2.0, 1, 5, 10, 4)  # epoch 1, batch 5 of 10, 4 epochs
+    assert weight.dtype == tf.float64 and float(weight) == 2.0 * (1 + 5 / 10) / 4
+    assert float(kl_warmup_weight(2.0, 7, 0, 10, 4)) == 2.0  # capped at beta
+    assert float(kl_warmup_weight(0.5, 0, 0, 10, 4)) == 0.0
+    model = tfvae.VAE(input_shape=(6,), latent_dim=2, beta=0.7)
+    model.compile(optimizer="adam")
+    model.schedule_kl_warmup(epoch=1, batch=3, steps_per_epoch=7, epochs=3)
+    expected = np.float32(0.7 * min(1.0, (1 + 3 / 7) / 3))
+    assert model.kl_weight.numpy() == expected
