@@ -9,7 +9,7 @@ For bits per dimension, see `tfvae.bits_per_dim`.
 import numpy as np
 import tensorflow as tf
 
-from tfvae import _checks
+from tfvae import _checks, estimators
 from tfvae import noise as noise_lib
 
 __all__ = ["active_units", "active_units_of", "kl_per_dimension", "latent_statistics"]
@@ -32,16 +32,20 @@ def latent_statistics(model, x, num_samples=10, seed=0, batch_size=1000):
     """
     num_samples = _checks.positive_int(num_samples, "num_samples")
     batch_size = _checks.positive_int(batch_size, "batch_size")
-    x = np.asarray(x)
-    model.check_data(x)
+    arrays = model.as_arrays(x)
+    model.check_data(arrays)
+    num_examples = len(tf.nest.flatten(arrays)[0])
     means, kls = None, None
-    for start in range(0, len(x), batch_size):
-        chunk = tf.convert_to_tensor(x[start : start + batch_size], tf.float32)
-        batch = len(chunk)
+    for start in range(0, num_examples, batch_size):
+        part = estimators.examples_between(arrays, start, start + batch_size)
+        batch = len(tf.nest.flatten(part)[0])
+        chunk = model.check_inputs(part, values=False)  # checked in full above
         noise = noise_lib.standard_normal(
             (1, num_samples * batch), model.latent_dims, seed=seed + start
         )
-        repeated = tf.tile(chunk, [num_samples] + [1] * (len(chunk.shape) - 1))
+        repeated = tf.nest.map_structure(
+            lambda t: tf.tile(t, [num_samples] + [1] * (len(t.shape) - 1)), chunk
+        )
         chunk_means, chunk_kls = [], []
         for layer in model.latent_layers(repeated, noise):
             mean = tf.reshape(layer.q.mean(), (num_samples, batch, -1))
@@ -54,7 +58,7 @@ def latent_statistics(model, x, num_samples=10, seed=0, batch_size=1000):
                 means[layer].append(m)
                 kls[layer] = kls[layer] + k
     means = [np.concatenate(m) for m in means]
-    return means, [k / len(x) for k in kls]
+    return means, [k / num_examples for k in kls]
 
 
 def active_units_of(means, threshold=0.01):

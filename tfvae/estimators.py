@@ -130,7 +130,8 @@ def log_sum_exp_weights(
 
     Args:
         model: a `tfvae.latent.LatentVariableModel`.
-        x: a (B, *input_shape) float32 batch.
+        x: a (B, *input_shape) float32 batch (or the structure of the
+            model's inputs, `model.check_inputs` of a batch).
         example_index: (B,) int indices keying each example's noise.
         seed: an int64 scalar.
         num_samples: K, a Python int or an int32 scalar tensor (as in a
@@ -143,7 +144,7 @@ def log_sum_exp_weights(
         Two (B,) float32 tensors: logsumexp_k log w_k and sum_k log w_k.
     """
     prepared = model.prepare(x)
-    batch = tf.shape(x)[0]
+    batch = tf.shape(tf.nest.flatten(x)[0])[0]
 
     def evaluate(first, count, valid=None):
         log_w = log_weights(
@@ -233,12 +234,12 @@ def log_likelihood(
         batch_size = _checks.positive_int(batch_size, "batch_size")
     memory_budget = _checks.positive_int(memory_budget, "memory_budget")
     _checks.one_of(verbose, "verbose", ("auto", 0, 1, True, False))
-    x = np.asarray(x)
-    model.check_data(x)
+    arrays = model.as_arrays(x)
+    model.check_data(arrays)
     if seed is None:
         seed = int(keras.random.randint((), 0, 2**31 - 1, seed=model.seed_generator))
     seed = tf.constant(seed, dtype=tf.int64)
-    num_examples = len(x)
+    num_examples = len(tf.nest.flatten(arrays)[0])
     examples, block = chunk_sizes(
         model, num_examples, num_samples, batch_size, memory_budget
     )
@@ -253,17 +254,24 @@ def log_likelihood(
 
     log_likelihoods, elbos = [], []
     for start in range(0, num_examples, examples):
-        x_chunk = tf.convert_to_tensor(x[start : start + examples], dtype=tf.float32)
-        index = tf.range(start, start + len(x_chunk))
+        part = examples_between(arrays, start, start + examples)
+        count = len(tf.nest.flatten(part)[0])
+        index = tf.range(start, start + count)
+        x_chunk = model.check_inputs(part, values=False)  # checked in full above
         lse, total = chunk(x_chunk, index, seed, num_samples, block)
         log_likelihoods.append(lse.numpy() - math.log(num_samples))
         elbos.append(total.numpy() / num_samples)
         if progress is not None:
-            progress.add(len(x_chunk))
+            progress.add(count)
     result = np.concatenate(log_likelihoods)
     if return_elbo:
         return result, np.concatenate(elbos)
     return result
+
+
+def examples_between(arrays, start, stop):
+    """Examples start .. stop - 1 of an array, or of each array of a structure."""
+    return tf.nest.map_structure(lambda a: a[start:stop], arrays)
 
 
 def evaluate_log_likelihood(

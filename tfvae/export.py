@@ -20,7 +20,7 @@ import tempfile
 import keras
 import tensorflow as tf
 
-from tfvae import _checks, _files, distribute, estimators
+from tfvae import _checks, _files, distribute, estimators, training
 from tfvae import noise as noise_lib
 from tfvae.latent import LatentVariableModel
 
@@ -31,18 +31,27 @@ _LOG_LIKELIHOOD_BLOCK = 32
 
 
 def _endpoints(model):
-    """(name, function, input signature) of every exported signature."""
-    x_spec = tf.TensorSpec((None, *model.input_shape), tf.float32, name="x")
+    """(name, function, input signature) of every exported signature.
+
+    The data inputs are `model.input_signature()` (x, or x and what else the
+    model takes per example), and `decode` and `sample` also take
+    `model.condition_signature()` (none by default).
+    """
+    x_specs = model.input_signature()
+    condition_specs = model.condition_signature()
     z_dim = model.latent_dims[0]
     z_spec = tf.TensorSpec((None, z_dim), tf.float32, name="z")
     count_spec = tf.TensorSpec((), tf.int32, name="num_samples")
     seed_spec = tf.TensorSpec((), tf.int32, name="seed")
 
-    def serving_default(x):
-        return {"reconstruction": model(x)}
+    def conditioned(conditions):
+        return {"conditions": tuple(conditions)} if conditions else {}
 
-    def encode(x):
-        posteriors = model.encode(x, sample=False)
+    def serving_default(*inputs):
+        return {"reconstruction": model(model.pack_inputs(inputs))}
+
+    def encode(*inputs):
+        posteriors = model.encode(model.pack_inputs(inputs), sample=False)
         if len(posteriors) == 1:
             (q,) = posteriors
             return {"loc": q.mean(), "scale": q.stddev()}
@@ -52,27 +61,30 @@ def _endpoints(model):
             outputs[f"scale_{layer}"] = q.stddev()
         return outputs
 
-    def decode(z):
-        return model.likelihood.output_parameters(model.decode(z))
+    def decode(z, *conditions):
+        p = model.decode(z, **conditioned(conditions))
+        return model.likelihood.output_parameters(p)
 
-    def sample(num_samples, seed):
+    def sample(num_samples, seed, *conditions):
         tf.debugging.assert_positive(num_samples, message="num_samples must be >= 1")
         dims = model.generation_dims
         noise = tf.random.stateless_normal(
             (num_samples, sum(dims)), seed=tf.stack([seed, 0])
         )
-        return {"x": model.generate(noise_lib.split(noise, dims))}
+        noise = noise_lib.split(noise, dims)
+        return {"x": model.generate(noise, **conditioned(conditions))}
 
-    def elbo(x):
-        return {"elbo": model.elbo(x, num_samples=1, seed=0)}
+    def elbo(*inputs):
+        return {"elbo": model.elbo(model.pack_inputs(inputs), num_samples=1, seed=0)}
 
-    def log_likelihood(x, num_samples):
+    def log_likelihood(*arguments):
+        *inputs, num_samples = arguments
         tf.debugging.assert_positive(num_samples, message="num_samples must be >= 1")
-        x = model.check_inputs(x)
+        x = model.check_inputs(model.pack_inputs(inputs))
         lse, _ = estimators.log_sum_exp_weights(
             model,
             x,
-            tf.range(tf.shape(x)[0]),
+            tf.range(training.batch_size(x)),
             tf.constant(0, tf.int64),
             num_samples,
             _LOG_LIKELIHOOD_BLOCK,
@@ -81,12 +93,12 @@ def _endpoints(model):
         return {"log_likelihood": lse - log_k}
 
     return [
-        ("serving_default", serving_default, [x_spec]),
-        ("encode", encode, [x_spec]),
-        ("decode", decode, [z_spec]),
-        ("sample", sample, [count_spec, seed_spec]),
-        ("elbo", elbo, [x_spec]),
-        ("log_likelihood", log_likelihood, [x_spec, count_spec]),
+        ("serving_default", serving_default, x_specs),
+        ("encode", encode, x_specs),
+        ("decode", decode, [z_spec, *condition_specs]),
+        ("sample", sample, [count_spec, seed_spec, *condition_specs]),
+        ("elbo", elbo, x_specs),
+        ("log_likelihood", log_likelihood, [*x_specs, count_spec]),
     ]
 
 

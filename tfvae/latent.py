@@ -20,6 +20,7 @@ from keras import ops
 
 from tfvae import _checks, estimators, heads, priors, training
 from tfvae import noise as noise_lib
+from tfvae import training as training_lib
 from tfvae.distributions import reparameterize
 
 __all__ = ["LatentVariableModel", "Chain", "LatentLayer", "Prepared"]
@@ -140,6 +141,16 @@ class LatentVariableModel(training.Trainer):
         """Decoder means of prior draws driven by per-layer noise (batch, dim)."""
         raise NotImplementedError
 
+    def condition_signature(self):
+        """Named `tf.TensorSpec`s of what generation is conditioned on.
+
+        None by default. A model conditioned on a label, say, lists it here
+        (and in `input_signature`), and takes it as `decode(z,
+        conditions=...)` and `generate(noise, conditions=...)`: the
+        SavedModel's `decode` and `sample` signatures then take it too.
+        """
+        return []
+
     def prepare(self, x):
         """A `Prepared`: the work of `log_weights` that depends on x only."""
         likelihood = self.likelihood.prepare(x) if self.likelihood.built else None
@@ -257,7 +268,7 @@ class LatentVariableModel(training.Trainer):
     def elbo_terms(self, x, num_samples, seed, training=None):
         """Per-example reconstruction and per-layer KLs, each of shape (batch,)."""
         noise = noise_lib.standard_normal(
-            (num_samples, ops.shape(x)[0]), self.latent_dims, seed
+            (num_samples, training_lib.batch_size(x)), self.latent_dims, seed
         )
         return self._terms(self.chain(x, noise, training=training))
 

@@ -23,13 +23,14 @@ import inspect
 import math
 
 import keras
+import numpy as np
 import tensorflow as tf
 from keras import ops
 
 from tfvae import _checks, distribute
 from tfvae import noise as noise_lib
 
-__all__ = ["Trainer", "kl_warmup_weight"]
+__all__ = ["Trainer", "batch_size", "kl_warmup_weight"]
 
 # The default of `compile(steps_per_execution=)`: batches run per call of the
 # compiled step. One call per batch leaves small models waiting on Python; see
@@ -129,10 +130,10 @@ class Trainer(keras.Model):
 
     def _step(self, data, training):
         """(loss, metric values, sample weight) of one batch."""
-        x, _, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
-        x = self.check_inputs(x, values=not self.jit_compile)
-        noise = self.step_noise(ops.shape(x)[0])
-        loss, values = self.objective_terms(x, noise, sample_weight, training)
+        inputs, sample_weight = self.unpack_inputs(data)
+        inputs = self.check_inputs(inputs, values=not self.jit_compile)
+        noise = self.step_noise(batch_size(inputs))
+        loss, values = self.objective_terms(inputs, noise, sample_weight, training)
         if self.losses:
             loss = loss + ops.sum(self.losses)
         return loss, values, sample_weight
@@ -200,7 +201,33 @@ class Trainer(keras.Model):
         weight = tf.cast(weight, "float32")
         self.kl_weight.assign(tf.where(steps > 0, weight, self.kl_weight))
 
-    # --- data checks ------------------------------------------------------------
+    # --- the model's inputs and their checks ---------------------------------------
+    #
+    # A model's inputs are the examples x, or a structure of x and what else
+    # the model takes per example (a class label, say). These methods are all
+    # that the training steps, the estimator, the diagnostics and the export
+    # know of them; a model with several inputs overrides them.
+
+    def unpack_inputs(self, data):
+        """(inputs, sample_weight) of one batch of `fit` or `evaluate`.
+
+        By default the inputs are x: a `y` beside it is ignored.
+        """
+        x, _, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
+        return x, sample_weight
+
+    def as_arrays(self, data):
+        """The examples of `data` as numpy: an array (or the model's structure)."""
+        return np.asarray(data)
+
+    def input_signature(self):
+        """The named `tf.TensorSpec`s of the inputs, for the SavedModel."""
+        return [tf.TensorSpec((None, *self.input_shape), tf.float32, name="x")]
+
+    def pack_inputs(self, tensors):
+        """The model's inputs from tensors of `input_signature()`, in order."""
+        (x,) = tensors
+        return x
 
     def check_inputs(self, x, values=True):
         """Checks a batch of examples; returns it as a float32 tensor.
@@ -349,6 +376,11 @@ class Trainer(keras.Model):
         self.steps_per_execution = steps
         # The compiled functions loop `steps_per_execution` times: rebuild them.
         self.train_function = self.test_function = self.predict_function = None
+
+
+def batch_size(inputs):
+    """The number of examples in a batch of inputs (a tensor or a structure)."""
+    return ops.shape(tf.nest.flatten(inputs)[0])[0]
 
 
 class _StopOnNonFiniteLogs(keras.callbacks.Callback):
