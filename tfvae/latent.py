@@ -18,7 +18,7 @@ import math
 import keras
 from keras import ops
 
-from tfvae import _checks, estimators, heads, priors, training
+from tfvae import _checks, estimators, heads, priors
 from tfvae import noise as noise_lib
 from tfvae import training as training_lib
 from tfvae.distributions import reparameterize
@@ -47,7 +47,7 @@ NOTHING_PREPARED = Prepared(likelihood=None, posterior=None)
 _OBJECTIVES = ("elbo", "iwae")
 
 
-class LatentVariableModel(training.Trainer):
+class LatentVariableModel(training_lib.Trainer):
     """Base class of the latent-variable models; see the module docstring.
 
     Subclasses call `super().__init__` with the shared hyperparameters, create
