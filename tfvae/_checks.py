@@ -91,7 +91,8 @@ def get_object(identifier, base, from_name, kind, names):
         if isinstance(found, base):
             return found
     raise ValueError(
-        f"A {kind} must be one of {list(names)} or a tfvae.{base.__module__[6:]}."
+        f"A {kind} must be one of {list(names)} or a "
+        f"{'.'.join(base.__module__.split('.')[:2])}."
         f"{base.__name__}. Received: {kind}={identifier!r}"
     )
 

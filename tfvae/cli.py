@@ -73,6 +73,17 @@ def _parser():
         "--likelihood",
         help="bernoulli, gaussian, gaussian-shared or gaussian-fixed:SIGMA",
     )
+    train.add_argument(
+        "--prior",
+        help="p(z) of the top layer: standard_normal (default), mog:K (a learned "
+        "mixture of K Gaussians) or vamp:K (a VampPrior with K pseudo-inputs)",
+    )
+    train.add_argument(
+        "--kl",
+        choices=["analytic", "mc"],
+        help="vae KL term: the closed form (the default where the prior has one) "
+        "or the sampled log-density ratio (mc, the default otherwise)",
+    )
     train.add_argument("--beta", type=float)
     train.add_argument("--num-samples", type=_positive_int)
     train.add_argument("--free-bits", type=float)

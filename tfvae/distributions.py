@@ -20,6 +20,9 @@ __all__ = [
     "log_prob_of_noise",
     "standard_normal_log_prob",
     "precision_weighted",
+    "diagonal_mixture",
+    "diagonal_mixture_log_prob",
+    "diagonal_mixture_sample",
 ]
 
 
@@ -84,3 +87,50 @@ def precision_weighted(estimate, conditional):
     return diagonal_normal(
         ops.reshape(q_loc, shape), ops.reshape(ops.sqrt(variance), shape)
     )
+
+
+def diagonal_mixture(log_weights, loc, scale):
+    """sum_k pi_k N(loc_k, diag(scale_k^2)) as a `tfd.MixtureSameFamily`.
+
+    `log_weights` (K,) are normalized log pi_k; `loc` and `scale` are (K, dim).
+    """
+    return tfd.MixtureSameFamily(
+        mixture_distribution=tfd.Categorical(logits=log_weights),
+        components_distribution=diagonal_normal(loc, scale),
+    )
+
+
+def diagonal_mixture_log_prob(z, log_weights, loc, scale):
+    """log sum_k pi_k N(z; loc_k, diag(scale_k^2)) over the last axis of z.
+
+    Each component's log-density is computed from (z - loc_k) / scale_k, not
+    from an expanded square, so that float32 keeps it exact when the scales
+    are small; then log-sum-exp over the K components. z has shape
+    (..., dim); the work is O(K * dim) per z.
+    """
+    z = ops.cast(z, "float32")
+    dim = loc.shape[-1]
+    standardized = (ops.expand_dims(z, -2) - loc) / scale  # (..., K, dim)
+    log_components = (
+        -0.5 * ops.sum(ops.square(standardized), axis=-1)
+        - ops.sum(ops.log(scale), axis=-1)
+        - 0.5 * dim * math.log(2 * math.pi)
+    )
+    return ops.logsumexp(log_components + log_weights, axis=-1)
+
+
+def diagonal_mixture_sample(noise, log_weights, loc, scale):
+    """A draw of the mixture from standard-normal noise of shape (..., 1 + dim).
+
+    The first coordinate n picks the component: k is the first index whose
+    cumulative weight exceeds Phi(n), the standard-normal CDF of n (uniform on
+    (0, 1)); the rest e gives z = loc_k + scale_k * e. Plain TensorFlow ops,
+    so that a SavedModel serves it without TFP.
+    """
+    noise = ops.cast(noise, "float32")
+    uniform = 0.5 * (1.0 + ops.erf(noise[..., :1] / math.sqrt(2.0)))
+    cumulative = ops.cumsum(ops.exp(log_weights))[:-1]
+    component = ops.sum(ops.cast(uniform > cumulative, "int32"), axis=-1)
+    return ops.take(loc, component, axis=0) + ops.take(
+        scale, component, axis=0
+    ) * noise[..., 1:]

@@ -191,6 +191,21 @@ class HierarchicalVAE(LatentVariableModel):
         return self.conditionals[layer - 1](features)
 
     @property
+    def has_top_posterior(self):
+        # Under bottom-up inference, q(z_L|x) for L > 1 integrates over the
+        # layers below: it is not a Gaussian function of x.
+        return self.inference == "ladder" or self.num_layers == 1
+
+    def top_posterior(self, x, training=None):
+        """q(z_L | x): the top of the upward pass (ladder inference, or L = 1)."""
+        if not self.has_top_posterior:
+            return super().top_posterior(x, training)
+        h = x
+        for layer in range(1, self.num_layers + 1):
+            h = self.inference_networks[layer - 1](h, training=training)
+        return self.posteriors[-1](h)
+
+    @property
     def _per_example_layer(self):
         """Index of the layer sampled first, whose posterior has batch (B,)."""
         return 0 if self.inference == "bottom_up" else self.num_layers - 1

@@ -141,6 +141,21 @@ class LatentVariableModel(training_lib.Trainer):
         """Decoder means of prior draws driven by per-layer noise (batch, dim)."""
         raise NotImplementedError
 
+    # Whether `top_posterior` is available: q(z_L | x) is a function of x
+    # alone, as a mixture-of-posteriors prior (the VampPrior) needs.
+    has_top_posterior = False
+
+    def top_posterior(self, x, training=None):
+        """q(z_L | x), the top layer's posterior as a function of x alone.
+
+        A diagonal-Gaussian `tfd.Distribution` of batch shape (batch,), where
+        `has_top_posterior` is True; `tfvae.priors.VampPrior` computes its
+        components with it.
+        """
+        raise NotImplementedError(
+            f"{type(self).__name__} has no q(z_L | x) that depends on x alone"
+        )
+
     def condition_signature(self):
         """Named `tf.TensorSpec`s of what generation is conditioned on.
 
@@ -182,6 +197,7 @@ class LatentVariableModel(training_lib.Trainer):
         """The prior of the top layer for a name, config or prior, sized."""
         prior = priors.get(prior)
         prior.set_latent_dim(latent_dim)
+        prior.bind(self)
         if not prior.built:  # a learned prior's weights exist from the start
             prior.build((None, latent_dim))
         return prior
@@ -295,7 +311,11 @@ class LatentVariableModel(training_lib.Trainer):
         The estimator sizes its blocks of samples from it.
         """
         widths = sum(w.shape[-1] for w in self.trainable_weights if len(w.shape) == 2)
-        return 4 * math.prod(self.input_shape) + 3 * widths
+        return (
+            4 * math.prod(self.input_shape)
+            + 3 * widths
+            + self.prior.floats_per_sample()
+        )
 
     def log_likelihood(
         self,

@@ -32,7 +32,7 @@ import os
 
 import keras
 
-from tfvae import _files, callbacks, data
+from tfvae import _files, callbacks, data, priors
 from tfvae.hvae import HierarchicalVAE
 from tfvae.vae import VAE
 
@@ -46,6 +46,8 @@ DEFAULTS = {
     "hidden_units": None,
     "activation": "tanh",
     "likelihood": "bernoulli",
+    "prior": "standard_normal",
+    "kl": None,
     "beta": 1.0,
     "num_samples": 1,
     "free_bits": 0.0,
@@ -160,14 +162,21 @@ def build_model(config, input_shape):
         free_bits=config["free_bits"],
         objective=config["objective"],
         gated=config["gated"],
+        prior=config["prior"],
         seed=config["seed"],
     )
     hidden = config["hidden_units"]
     if hidden is None:
         hidden = _DEFAULT_HIDDEN_UNITS[config["model"]]
     if config["model"] == "vae":
+        kl = config["kl"]
+        if kl is None:  # the closed form where the prior has one
+            kl = "analytic" if priors.get(config["prior"]).analytic_kl else "mc"
         return VAE(
-            latent_dim=config["latent_dim"], hidden_units=_widths(hidden), **common
+            latent_dim=config["latent_dim"],
+            hidden_units=_widths(hidden),
+            kl=kl,
+            **common,
         )
     return HierarchicalVAE(
         latent_dims=_widths(config["latent_dims"]),
@@ -193,6 +202,13 @@ def check(config):
         raise ValueError(
             f"--inference {config['inference']} applies to --model hvae only; "
             "expected bottom_up (the default) for --model vae"
+        )
+    priors.get(config["prior"])  # a bad name is refused before any work
+    if config["model"] != "vae" and config["kl"] is not None:
+        raise ValueError(
+            f"--kl {config['kl']} applies to --model vae only (the hierarchy "
+            "uses the closed form where the prior has one); expected it unset "
+            "for --model hvae"
         )
     for option in ("early_stopping", "lr_plateau"):
         if config[option] and not has_validation_split(config["dataset"]):

@@ -148,9 +148,14 @@ class VAE(LatentVariableModel):
     def latent_dims(self):
         return (self.latent_dim,)
 
+    has_top_posterior = True
+
     def posterior_of(self, x, training=None):
         """q(z|x), a `tfd.Distribution` of batch shape (batch,)."""
         return self.posterior(self.encoder(x, training=training))
+
+    def top_posterior(self, x, training=None):
+        return self.posterior_of(x, training=training)
 
     def encode(self, x, sample=True, seed=None, training=None):
         """Returns [q(z|x)]: a list of one `tfd.Distribution` of batch (batch,).

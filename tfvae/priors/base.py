@@ -1,4 +1,4 @@
-"""Priors p(z) of the top latent layer: Keras layers that return distributions.
+"""The prior protocol, `Prior`, and the default prior, `StandardNormal`.
 
 A prior is a `Prior` layer that the model owns (`model.prior`), so a learned
 prior's weights train, save and export with the model. The models reach it
@@ -15,8 +15,14 @@ through these names only, which are the whole protocol:
   shape (..., `noise_dim`): ancestral sampling and the exported `sample`
   signature go through it.
 
+A prior computed by the model's own networks (`tfvae.priors.VampPrior`)
+also implements `bind(model)`, which the model calls once, before `build`.
+The importance-sampling estimator sizes its blocks with the prior's
+`floats_per_sample()`.
+
 `StandardNormal` is the default. A new prior is a new module with a subclass
-and an entry for `get`; see `docs/architecture.md` for a worked example.
+and an entry for `tfvae.priors.get`; see `docs/architecture.md` for a worked
+example.
 """
 
 import keras
@@ -28,7 +34,7 @@ from tfvae.distributions import (
     tfd,
 )
 
-__all__ = ["Prior", "StandardNormal", "get", "serialize"]
+__all__ = ["Prior", "StandardNormal"]
 
 
 class Prior(keras.layers.Layer):
@@ -59,6 +65,23 @@ class Prior(keras.layers.Layer):
                 f"Received: latent_dim={self.latent_dim}"
             )
         self.latent_dim = latent_dim
+
+    def bind(self, model):
+        """Called once by the model that owns this prior, before `build`.
+
+        A prior made of the model's own networks keeps what it needs here
+        (the VampPrior keeps `model.input_shape` and `model.top_posterior`).
+        The default does nothing.
+        """
+        del model
+
+    def floats_per_sample(self):
+        """Rough float32 count of the work of `log_prob` for one z.
+
+        The importance-sampling estimator adds it to the model's count to size
+        its blocks; 0 for a prior whose log-density is O(latent_dim).
+        """
+        return 0
 
     @property
     def noise_dim(self):
@@ -132,34 +155,3 @@ class StandardNormal(Prior):
 
     def sample_from_noise(self, noise):
         return noise
-
-
-_NAMES = {"standard_normal": StandardNormal}
-
-
-def get(identifier):
-    """A new prior for a name or a serialized prior; a `Prior` as it is.
-
-    Args:
-        identifier: `"standard_normal"` (N(0, I)), a config dict produced by
-            `tfvae.priors.serialize`, or a `Prior` instance.
-
-    Raises:
-        ValueError: for an unknown name or an object that is not a prior.
-    """
-    return _checks.get_object(identifier, Prior, _from_name, "prior", _NAMES)
-
-
-def _from_name(name):
-    factory = _NAMES.get(name.lower())
-    if factory is None:
-        raise ValueError(
-            f"Unknown prior {name!r}. Valid names: {sorted(_NAMES)}, or a "
-            f"tfvae.priors.Prior instance. Received: prior={name!r}"
-        )
-    return factory()
-
-
-def serialize(prior):
-    """The config dict of a prior, for `get` to rebuild it."""
-    return keras.saving.serialize_keras_object(prior)
