@@ -71,7 +71,8 @@ class VampPrior(MixturePrior):
         self.data_range = (low, high)
         if not math.isfinite(init_mean):
             raise ValueError(
-                f"`init_mean` must be a finite number. Received: init_mean={init_mean!r}"
+                "`init_mean` must be a finite number. "
+                f"Received: init_mean={init_mean!r}"
             )
         self.init_mean = float(init_mean)
         self.init_stddev = _checks.non_negative_float(init_stddev, "init_stddev")
