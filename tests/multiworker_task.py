@@ -1,6 +1,6 @@
 """One worker of the multi-worker test (tests/test_distribute.py runs two).
 
-Usage: python multiworker_task.py OUT_DIR, with TF_CONFIG set. Trains a VAE
+Usage: python multiworker_task.py OUT_DIR [PRIOR], with TF_CONFIG set. Trains a VAE
 for a few steps under MultiWorkerMirroredStrategy, writing its files through
 the tfvae callbacks and export into OUT_DIR/worker-<index>/, and its final
 weights to OUT_DIR/weights-<index>.npz for the test to compare.
@@ -19,6 +19,7 @@ import tensorflow as tf  # noqa: E402
 import tfvae  # noqa: E402
 
 out = sys.argv[1]
+prior = sys.argv[2] if len(sys.argv) > 2 else "standard_normal"
 index = json.loads(os.environ["TF_CONFIG"])["task"]["index"]
 strategy = tf.distribute.MultiWorkerMirroredStrategy()
 mine = os.path.join(out, f"worker-{index}")
@@ -42,7 +43,14 @@ class BackupSeen(keras.callbacks.Callback):
 
 with strategy.scope():
     keras.utils.set_random_seed(1)
-    model = tfvae.VAE(input_shape=(12,), latent_dim=3, hidden_units=(8,), seed=5)
+    model = tfvae.VAE(
+        input_shape=(12,),
+        latent_dim=3,
+        hidden_units=(8,),
+        prior=prior,
+        kl="analytic" if prior == "standard_normal" else "mc",
+        seed=5,
+    )
     model.compile(optimizer=keras.optimizers.Adam(1e-2))
 initial = [w.numpy() for w in model.trainable_weights]
 model.fit(

@@ -33,7 +33,37 @@ MODELS = {
         seed=5,
         **kw,
     ),
+    # Learned priors: the VampPrior runs the encoder on its pseudo-inputs.
+    "vamp": lambda **kw: tfvae.VAE(
+        input_shape=(12,),
+        latent_dim=3,
+        hidden_units=(8,),
+        prior="vamp:4",
+        kl="mc",
+        seed=5,
+        **kw,
+    ),
+    "ladder_vamp": lambda **kw: tfvae.HierarchicalVAE(
+        input_shape=(12,),
+        latent_dims=(4, 2),
+        hidden_units=((8,), (6,)),
+        inference="ladder",
+        prior="vamp:4",
+        seed=5,
+        **kw,
+    ),
+    "mog": lambda **kw: tfvae.VAE(
+        input_shape=(12,),
+        latent_dim=3,
+        hidden_units=(8,),
+        prior="mog:3",
+        kl="mc",
+        seed=5,
+        **kw,
+    ),
 }
+# The model kinds the steps are checked on.
+KINDS = ["vae", "hvae", "ladder", "vamp", "ladder_vamp", "mog"]
 
 
 @functools.cache
@@ -57,7 +87,7 @@ def trainable(model):
     return [w.numpy() for w in model.trainable_weights]
 
 
-@pytest.mark.parametrize("kind", ["vae", "hvae", "ladder"])
+@pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize("objective", ["elbo", "iwae"])
 def test_mirrored_step_equals_the_single_device_step(kind, objective):
     """2 replicas of a global batch of 200 update the weights as 1 device does.
@@ -85,7 +115,7 @@ def test_mirrored_step_equals_the_single_device_step(kind, objective):
         )
 
 
-@pytest.mark.parametrize("kind", ["vae", "hvae", "ladder"])
+@pytest.mark.parametrize("kind", ["vae", "hvae", "ladder", "vamp"])
 def test_mirrored_fit_evaluate_log_likelihood_and_save(kind, tmp_path):
     with mirrored().scope():
         model = build(kind, optimizer="adam")
@@ -113,7 +143,7 @@ def policy():
     keras.mixed_precision.set_global_policy("float32")
 
 
-@pytest.mark.parametrize("kind", ["vae", "hvae", "ladder"])
+@pytest.mark.parametrize("kind", ["vae", "hvae", "ladder", "vamp", "mog"])
 @pytest.mark.parametrize("name", ["mixed_bfloat16", "mixed_float16"])
 def test_mixed_precision_trains_with_float32_distributions(kind, name, policy):
     policy(name)
@@ -137,7 +167,7 @@ def test_mixed_precision_trains_with_float32_distributions(kind, name, policy):
         assert weight.dtype == "float32"  # float32 master weights
 
 
-@pytest.mark.parametrize("kind", ["vae", "hvae", "ladder"])
+@pytest.mark.parametrize("kind", KINDS)
 def test_xla_step_equals_the_default_step(kind):
     default = build(kind)
     before = trainable(default)
@@ -192,7 +222,8 @@ def free_ports(count):
     return ports
 
 
-def test_multi_worker_training_on_two_local_processes(tmp_path):
+@pytest.mark.parametrize("prior", ["standard_normal", "vamp:4"])
+def test_multi_worker_training_on_two_local_processes(prior, tmp_path):
     """Two workers on 127.0.0.1 train to the same weights; the chief writes."""
     cluster = {"worker": [f"127.0.0.1:{port}" for port in free_ports(2)]}
     script = os.path.join(os.path.dirname(__file__), "multiworker_task.py")
@@ -206,7 +237,7 @@ def test_multi_worker_training_on_two_local_processes(tmp_path):
         }
         workers.append(
             subprocess.Popen(
-                [sys.executable, script, str(tmp_path)],
+                [sys.executable, script, str(tmp_path), prior],
                 env=env,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.STDOUT,
@@ -239,7 +270,13 @@ def test_multi_worker_training_on_two_local_processes(tmp_path):
     assert sorted(os.listdir(tmp_path / "worker-0")) == ["export", "history.json"]
     assert not (tmp_path / "worker-1").exists()
     # The export holds the trained weights.
-    model = tfvae.VAE(input_shape=(12,), latent_dim=3, hidden_units=(8,))
+    model = tfvae.VAE(
+        input_shape=(12,),
+        latent_dim=3,
+        hidden_units=(8,),
+        prior=prior,
+        kl="analytic" if prior == "standard_normal" else "mc",
+    )
     for weight, name in zip(model.trainable_weights, weights[0].files, strict=True):
         weight.assign(weights[0][name])
     served = tf.saved_model.load(results[0]["exported"])

@@ -72,6 +72,59 @@ def linear_vae():
     return model, x.astype("float32"), gaussian_log_density(x, b_hat, cov)
 
 
+@pytest.fixture(scope="module")
+def linear_vae_mog():
+    """A linear-Gaussian decoder under a learned mixture-of-Gaussians prior.
+
+    z ~ sum_k pi_k N(mu_k, diag(s_k^2)), x | z ~ N(W z + b, diag(sigma^2)), so
+    x ~ sum_k pi_k N(W mu_k + b, W diag(s_k^2) W^T + diag(sigma^2)) exactly.
+    Trained (every part of the prior learned) on data from such a model.
+    """
+    rng = np.random.default_rng(2)
+    w, b = rng.normal(size=(6, 2)), rng.normal(size=6)
+    sigma = np.array([0.3, 0.5, 0.4, 0.6, 0.3, 0.5])
+    means = np.array([[-2.0, 0.0], [2.0, 1.0], [0.0, -2.5]])
+
+    def sample(n):
+        z = means[rng.choice(3, size=n, p=[0.5, 0.3, 0.2])]
+        z = z + 0.5 * rng.normal(size=(n, 2))
+        return z @ w.T + b + sigma * rng.normal(size=(n, 6))
+
+    keras.utils.set_random_seed(2)
+    model = tfvae.VAE(
+        input_shape=(6,),
+        latent_dim=2,
+        hidden_units=(),
+        likelihood=heads.GaussianHead(scale="shared"),
+        prior=tfvae.priors.MixtureOfGaussians(3),
+        kl="mc",
+        seed=2,
+    )
+    model.compile(optimizer=keras.optimizers.Adam(1e-2))
+    model.fit(sample(4000).astype("float32"), epochs=30, batch_size=100, verbose=0)
+    head = model.likelihood
+    w_hat = head.kernel.numpy().astype("float64").T
+    b_hat = head.bias.numpy().astype("float64")
+    noise = np.diag(shared_sigma(head) ** 2)
+    log_weights, loc, scale = (
+        v.numpy().astype("float64") for v in model.prior.components()
+    )
+    x = sample(500)
+    per_component = np.stack(
+        [
+            log_weights[k]
+            + gaussian_log_density(
+                x,
+                w_hat @ loc[k] + b_hat,
+                w_hat @ np.diag(scale[k] ** 2) @ w_hat.T + noise,
+            )
+            for k in range(3)
+        ]
+    )
+    exact = np.logaddexp.reduce(per_component, axis=0)
+    return model, x.astype("float32"), exact
+
+
 class KeepLinear(keras.callbacks.Callback):
     """Projects the scale columns of p(z_1|z_2)'s projection back to 0 after
     every step, so its sigma stays constant and the chain linear-Gaussian."""
@@ -145,7 +198,9 @@ def train_linear_hvae(inference):
     return model, x.astype("float32"), gaussian_log_density(x, w @ a + b, cov)
 
 
-@pytest.fixture(params=["linear_vae", "linear_hvae", "linear_hvae_ladder"])
+@pytest.fixture(
+    params=["linear_vae", "linear_hvae", "linear_hvae_ladder", "linear_vae_mog"]
+)
 def exact_model(request):
     return request.getfixturevalue(request.param)
 

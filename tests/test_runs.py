@@ -94,6 +94,21 @@ def test_resolve_merges_defaults_file_and_overrides(tmp_path):
         ({"inference": "ladder"}, "applies to --model hvae only"),
         ({"model": "gan"}, "model must be one of"),
         ({"dataset": "mnist", "early_stopping": 3}, "needs a validation split"),
+        ({"prior": "vamp:0"}, r"The K of vamp:K must be a positive integer"),
+        ({"prior": "flat"}, r"Unknown prior 'flat'"),
+        ({"model": "hvae", "kl": "mc"}, "applies to --model vae only"),
+        # Found when the model is built, still before the run folder.
+        (
+            {
+                **DIGITS,
+                "model": "hvae",
+                "latent_dims": "2,2",
+                "prior": "vamp:3",
+                "hidden_units": "8;8",
+            },
+            "inference='ladder'",
+        ),
+        ({**DIGITS, "prior": "mog:2", "kl": "analytic"}, "needs a prior with a"),
     ],
 )
 def test_bad_configurations_fail_before_any_file_is_written(config, match, tmp_path):
@@ -121,3 +136,32 @@ def test_build_model_takes_every_likelihood_name(likelihood, scale):
         vae.likelihood, heads.BernoulliHead
     )
     assert np.isfinite(vae.count_params())
+
+
+@pytest.mark.parametrize(
+    "config, prior, kl",
+    [
+        ({}, tfvae.priors.StandardNormal, "analytic"),
+        ({"prior": "mog:4"}, tfvae.priors.MixtureOfGaussians, "mc"),
+        ({"prior": "vamp:6", "kl": "mc"}, tfvae.priors.VampPrior, "mc"),
+        ({"kl": "mc"}, tfvae.priors.StandardNormal, "mc"),
+    ],
+)
+def test_build_model_takes_the_prior_and_picks_the_kl(config, prior, kl):
+    model = runs.build_model(runs.resolve(config), (12,))
+    assert type(model.prior) is prior and model.kl == kl
+    hvae = runs.build_model(
+        runs.resolve({"model": "hvae", "inference": "ladder", "prior": "vamp:6"}),
+        (12,),
+    )
+    assert isinstance(hvae.prior, tfvae.priors.VampPrior)
+    assert hvae.prior.num_pseudo_inputs == 6
+
+
+def test_a_run_with_a_vampprior_trains_and_resumes_its_pseudo_inputs(tmp_path):
+    config = {**DIGITS, "prior": "vamp:10", "epochs": 1}
+    result = runs.train(config, tmp_path / "run", verbose=0)
+    u = result.model.prior.pseudo_inputs().numpy()
+    assert u.shape == (10, 64) and 0.0 <= u.min() and u.max() <= 1.0
+    with open(tmp_path / "run" / "run.json") as file:
+        assert json.load(file)["prior"] == "vamp:10"

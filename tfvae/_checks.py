@@ -52,17 +52,19 @@ def shape_tuple(value, name, allow_empty=False):
     return tuple(int(d) for d in shape)
 
 
-def non_negative_float(value, name):
+def finite_float(value, name, minimum=-math.inf, what="a finite number"):
     if (
         isinstance(value, bool)
         or not isinstance(value, numbers.Real)
         or not math.isfinite(value)
-        or value < 0
+        or value < minimum
     ):
-        raise ValueError(
-            f"`{name}` must be a non-negative finite number. Received: {name}={value!r}"
-        )
+        raise ValueError(f"`{name}` must be {what}. Received: {name}={value!r}")
     return float(value)
+
+
+def non_negative_float(value, name):
+    return finite_float(value, name, 0.0, "a non-negative finite number")
 
 
 def one_of(value, name, choices):

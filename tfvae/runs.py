@@ -297,7 +297,6 @@ def train(config, out_dir, resume=False, verbose=1):
                 "its run, or choose another --out"
             )
         config = resolve(config)
-        os.makedirs(out_dir, exist_ok=True)
     keras.utils.set_random_seed(config["seed"])
     train_data = data.dataset(
         config["dataset"],
@@ -322,7 +321,8 @@ def train(config, out_dir, resume=False, verbose=1):
     input_shape = tuple(train_data.element_spec.shape[1:])
     model = build_model(config, input_shape)
     model.compile(optimizer=keras.optimizers.Adam(config["learning_rate"]))
-    if not resume:
+    if not resume:  # the data and the model are checked: the run can start
+        os.makedirs(out_dir, exist_ok=True)
         _files.write_json(run_file, config)
     run_callbacks, history = _callbacks(config, out_dir)
     model.fit(

@@ -69,12 +69,7 @@ class VampPrior(MixturePrior):
         self.num_pseudo_inputs = self.num_components
         low, high = _data_range(data_range)
         self.data_range = (low, high)
-        if not math.isfinite(init_mean):
-            raise ValueError(
-                "`init_mean` must be a finite number. "
-                f"Received: init_mean={init_mean!r}"
-            )
-        self.init_mean = float(init_mean)
+        self.init_mean = _checks.finite_float(init_mean, "init_mean")
         self.init_stddev = _checks.non_negative_float(init_stddev, "init_stddev")
         self.seed = seed
         self.input_shape = None
@@ -146,7 +141,7 @@ class VampPrior(MixturePrior):
 def _data_range(data_range):
     try:
         low, high = (float(value) for value in data_range)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError):  # not two numbers
         low = high = math.nan
     if not (math.isfinite(low) and math.isfinite(high) and low < high):
         raise ValueError(
