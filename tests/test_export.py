@@ -67,6 +67,33 @@ def hvae_ladder():
     return hvae(inference="ladder")
 
 
+def vae_vamp():
+    return tfvae.VAE(
+        input_shape=(12,), latent_dim=3, hidden_units=(8,), prior="vamp:4", kl="mc"
+    )
+
+
+def hvae_ladder_vamp():
+    return tfvae.HierarchicalVAE(
+        input_shape=(12,),
+        latent_dims=(4, 2),
+        hidden_units=((8,), (6,)),
+        inference="ladder",
+        prior="vamp:4",
+        seed=0,
+    )
+
+
+MODELS = {
+    "vae": vae,
+    "hvae": hvae,
+    "hvae_ladder": hvae_ladder,
+    # The VampPrior's mixture: log p(z) and ancestral draws, served without TFP.
+    "vae_vamp": vae_vamp,
+    "hvae_ladder_vamp": hvae_ladder_vamp,
+}
+
+
 def expected_outputs(model, x, z):
     """What each signature must return, computed by the in-memory model."""
     outputs = {"serving_default/reconstruction": model(x).numpy()}
@@ -93,10 +120,10 @@ def expected_outputs(model, x, z):
     return outputs
 
 
-@pytest.fixture(scope="module", params=["vae", "hvae", "hvae_ladder"])
+@pytest.fixture(scope="module", params=list(MODELS))
 def exported(request, tmp_path_factory):
     keras.utils.set_random_seed(3)
-    model = {"vae": vae, "hvae": hvae, "hvae_ladder": hvae_ladder}[request.param]()
+    model = MODELS[request.param]()
     for weight in model.trainable_weights:  # random biases: every weight matters
         if weight.path.endswith("bias"):
             weight.assign(RNG.normal(scale=0.3, size=weight.shape))

@@ -175,3 +175,19 @@ def test_the_extending_example_runs_as_written(tmp_path):
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert re.search(r"log p\(x\), K = 200: -?[\d.]+ nats", result.stdout)
+
+
+def test_the_priors_example_runs_as_written():
+    """The README's VampPrior snippet, on 200 random binary images, 1 epoch."""
+    import keras
+
+    import tfvae
+
+    block = _readme_block("Priors: N(0, I), a mixture of Gaussians, the VampPrior")
+    assert "epochs=10" in block
+    x_train = (np.random.default_rng(0).random((200, 784)) < 0.2).astype("float32")
+    scope = {"tfvae": tfvae, "keras": keras, "x_train": x_train}
+    exec(block.replace("epochs=10", "epochs=1"), scope)
+    assert scope["u"].shape == (500, 784)
+    assert 0.0 <= float(np.min(scope["u"])) and float(np.max(scope["u"])) <= 1.0
+    assert scope["loc"].shape == scope["scale"].shape == (500, 40)
