@@ -1,8 +1,10 @@
 """The model zoo: presets that verify, refuse corruption, and load offline."""
 
+import hashlib
 import json
 import math
 import os
+import pathlib
 import shutil
 import subprocess
 import sys
@@ -47,6 +49,7 @@ def test_save_preset_writes_every_file_and_loads_back(preset):
     assert sorted(os.listdir(folder)) == [
         "README.md",
         "config.json",
+        "manifest.json",
         "metadata.json",
         "model.weights.h5",
         "samples.png",
@@ -56,6 +59,17 @@ def test_save_preset_writes_every_file_and_loads_back(preset):
     assert meta["tfvae_version"] == tfvae.__version__
     card = (folder / "README.md").read_text()
     assert meta["sha256"] in card and "a test preset" in card
+    assert meta["weights_sha256"] in card
+    # The preset's sha256 is that of its manifest, which lists every other file.
+    manifest = json.loads((folder / "manifest.json").read_text())
+    assert (
+        sorted(manifest["files"])
+        == sorted(os.listdir(folder))[:2] + sorted(os.listdir(folder))[3:]
+    )
+    assert (
+        zoo.info(folder)["sha256"] == meta["sha256"] == sha256(folder / "manifest.json")
+    )
+    assert manifest["files"]["model.weights.h5"] == meta["weights_sha256"]
     loaded = zoo.load(folder)
     x = np.random.default_rng(0).random((3, 16)).astype("float32")
     np.testing.assert_array_equal(
@@ -95,26 +109,182 @@ def test_presets_with_an_optimizer_state_still_load():
     assert model.optimizer is not None and model.sample(2, seed=0).shape == (2, 784)
 
 
-def test_corrupted_weights_are_refused(preset):
-    _, folder, meta = preset
-    weights = folder / "model.weights.h5"
-    raw = bytearray(weights.read_bytes())
+def sha256(path):
+    return hashlib.sha256(pathlib.Path(path).read_bytes()).hexdigest()
+
+
+def flip_a_byte(path):
+    raw = bytearray(path.read_bytes())
     raw[len(raw) // 2] ^= 0xFF
-    weights.write_bytes(bytes(raw))
-    with pytest.raises(zoo.PresetError, match="nothing was loaded"):
+    path.write_bytes(bytes(raw))
+
+
+def relu_instead_of_linear(path):
+    """The probe's change: same weight shapes, another network."""
+    text = path.read_text()
+    assert '"activation": "tanh"' in text
+    path.write_text(text.replace('"activation": "tanh"', '"activation": "relu"', 1))
+
+
+def another_metric(path):
+    path.write_text(path.read_text().replace('"elbo": -1.0', '"elbo": -0.5'))
+
+
+def a_line_more(path):
+    path.write_text(path.read_text() + "\nTrust me.\n")
+
+
+# Every way a file of a preset can be changed after publishing: (file, change).
+TAMPERS = [
+    ("config.json", relu_instead_of_linear),
+    ("model.weights.h5", flip_a_byte),
+    ("metadata.json", another_metric),
+    ("README.md", a_line_more),
+    ("samples.png", flip_a_byte),
+    ("recipe.yaml", a_line_more),
+]
+
+
+@pytest.fixture
+def recipe_preset(tmp_path):
+    """A preset with every kind of file, the recipe included."""
+    keras.utils.set_random_seed(0)
+    model = tfvae.VAE(
+        input_shape=(16,), latent_dim=2, hidden_units=(8,), activation="tanh"
+    )
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text("latent_dim: 2\n")
+    meta = zoo.save_preset(
+        model,
+        tmp_path / "tiny",
+        {"description": "a test preset", "metrics": {"elbo": -1.0}},
+        extra_files={"recipe.yaml": recipe},
+    )
+    return tmp_path / "tiny", meta
+
+
+@pytest.mark.parametrize("file, change", TAMPERS, ids=[t[0] for t in TAMPERS])
+def test_a_changed_file_of_a_folder_preset_is_named_and_nothing_loads(
+    file, change, recipe_preset
+):
+    folder, meta = recipe_preset
+    zoo.load(folder)  # it verifies before the change
+    change(folder / file)
+    for call in (zoo.load, zoo.info, tfvae.VAE.from_preset):
+        with pytest.raises(zoo.PresetError, match=f"File '{file}' of the preset"):
+            call(str(folder))
+
+
+def test_a_missing_an_unlisted_or_a_linked_file_is_refused(recipe_preset, tmp_path):
+    folder, meta = recipe_preset
+    (folder / "notes.txt").write_text("extra")
+    with pytest.raises(zoo.PresetError, match="'notes.txt'.*is not listed"):
+        zoo.load(folder)
+    (folder / "notes.txt").unlink()
+    os.replace(folder / "samples.png", tmp_path / "samples.png")
+    with pytest.raises(zoo.PresetError, match="'samples.png'.*is missing"):
+        zoo.load(folder)
+    os.symlink(tmp_path / "samples.png", folder / "samples.png")
+    with pytest.raises(zoo.PresetError, match="'samples.png'.*symbolic link"):
+        zoo.load(folder)
+    (folder / "samples.png").unlink()
+    os.replace(tmp_path / "samples.png", folder / "samples.png")
+    (folder / "manifest.json").unlink()
+    with pytest.raises(zoo.PresetError, match="has no manifest.json"):
         zoo.load(folder)
 
 
-def test_presets_load_from_a_url_with_their_sha256(preset, tmp_path):
-    _, folder, meta = preset
+def test_the_card_must_show_the_true_sha256(recipe_preset):
+    folder, meta = recipe_preset
+    card = folder / "README.md"
+    card.write_text(card.read_text().replace(meta["sha256"], "1" * 64))
+    with pytest.raises(zoo.PresetError, match="'README.md'.*shows sha256"):
+        zoo.load(folder)
+
+
+def test_a_folder_checked_against_a_given_sha256_in_either_case(recipe_preset):
+    folder, meta = recipe_preset
+    assert zoo.load(folder, sha256=meta["sha256"].upper()) is not None
+    with pytest.raises(zoo.PresetError, match="expected 0000"):
+        zoo.load(folder, sha256="0" * 64)
+    for bad in ("abc", 12, "g" * 64):
+        with pytest.raises(zoo.PresetError, match="must be a sha256: 64 hex"):
+            zoo.load(folder, sha256=bad)
+
+
+def test_a_changed_copy_of_a_shipped_preset_is_refused(tmp_path):
+    copy = tmp_path / "copy"
+    shutil.copytree(os.path.join(ROOT, "zoo", "vae_gaussian_digits"), copy)
+    assert zoo.info(copy)["sha256"] == zoo_registry()["vae_gaussian_digits"]
+    # Changed consistently, manifest and card rewritten: it verifies as a
+    # folder, but it is not the shipped preset it names.
+    config = copy / "config.json"
+    config.write_text(config.read_text().replace('"tanh"', '"relu"'))
+    card = copy / "README.md"
+    old = zoo_registry()["vae_gaussian_digits"]
+    card.write_text(card.read_text().replace(old, "0" * 64))
+    (copy / "manifest.json").unlink()
+    tfvae._manifest.write(copy)
+    with pytest.raises(zoo.PresetError, match="a shipped preset.*changed copy"):
+        zoo.load(copy)
+
+
+def test_presets_load_from_a_url_with_their_sha256(recipe_preset, tmp_path):
+    folder, meta = recipe_preset
+    cache = tmp_path / "cache"
     with http_server(folder) as url:
-        model = zoo.load(url, sha256=meta["sha256"], cache_dir=tmp_path / "cache")
+        model = zoo.load(url, sha256=meta["sha256"], cache_dir=cache)
         assert model.count_params() == meta["parameters"]
+        # Either case; the same cached copy.
+        zoo.load(url, sha256=meta["sha256"].upper(), cache_dir=cache)
+        assert len(os.listdir(cache)) == 1
         with pytest.raises(zoo.PresetError, match="needs its sha256"):
             zoo.load(url, cache_dir=tmp_path / "cache2")
-        with pytest.raises(zoo.PresetError, match="nothing was loaded"):
+        with pytest.raises(zoo.PresetError, match="nothing was loaded or kept"):
             zoo.load(url, sha256="0" * 64, cache_dir=tmp_path / "cache3")
     assert not os.listdir(tmp_path / "cache3")  # the refused download is gone
+
+
+@pytest.mark.parametrize("file, change", TAMPERS, ids=[t[0] for t in TAMPERS])
+def test_a_tampered_url_is_refused_and_the_genuine_one_then_loads(
+    file, change, recipe_preset, tmp_path
+):
+    folder, meta = recipe_preset
+    tampered = tmp_path / "tampered"
+    shutil.copytree(folder, tampered)
+    change(tampered / file)
+    cache = tmp_path / "cache"
+    with http_server(tampered) as url:
+        with pytest.raises(zoo.PresetError, match=f"File '{file}'"):
+            zoo.load(url, sha256=meta["sha256"], cache_dir=cache)
+    assert not os.listdir(cache)  # nothing of it is kept
+    with http_server(folder) as url:  # the genuine preset, same sha256
+        model = zoo.load(url, sha256=meta["sha256"], cache_dir=cache)
+    assert model.count_params() == meta["parameters"]
+
+
+def test_a_cached_url_preset_is_verified_on_every_use(recipe_preset, tmp_path):
+    folder, meta = recipe_preset
+    cache = tmp_path / "cache"
+    with http_server(folder) as url:
+        zoo.load(url, sha256=meta["sha256"], cache_dir=cache)
+        (cached,) = os.listdir(cache)
+        relu_instead_of_linear(cache / cached / "config.json")
+        # The damaged copy is dropped and the genuine preset fetched again.
+        model = zoo.load(url, sha256=meta["sha256"], cache_dir=cache)
+    assert model.get_config()["activation"] == "tanh"
+    assert (cache / cached / "config.json").read_bytes() == (
+        folder / "config.json"
+    ).read_bytes()
+    # Offline, a damaged cache cannot be repaired: refused, not loaded.
+    relu_instead_of_linear(cache / cached / "config.json")
+    with pytest.raises(zoo.PresetError, match="Could not download"):
+        zoo.load(url, sha256=meta["sha256"], cache_dir=cache)
+    # The cache is keyed by URL and sha256: another URL is another entry.
+    with http_server(folder) as other:
+        assert other != url
+        zoo.load(other, sha256=meta["sha256"], cache_dir=cache)
+    assert len(os.listdir(cache)) == 1  # the damaged entry was removed
 
 
 def test_from_preset_loads_its_class_and_refuses_the_other(preset, tmp_path):
@@ -131,7 +301,8 @@ def test_from_preset_loads_its_class_and_refuses_the_other(preset, tmp_path):
     with pytest.raises(zoo.PresetError, match="nothing was loaded"):
         tfvae.VAE.from_preset(str(folder), sha256="0" * 64)
     model.save_to_preset(tmp_path / "again", samples=False)
-    assert zoo.info(tmp_path / "again")["sha256"] == zoo.info(folder)["sha256"]
+    again = zoo.info(tmp_path / "again")
+    assert again["weights_sha256"] == zoo.info(folder)["weights_sha256"]
 
 
 def test_publish_certifies_a_run_and_writes_the_registry(tmp_path):
@@ -197,8 +368,10 @@ def test_every_shipped_preset_matches_its_metadata_and_registry(name):
         "metadata.json",
         "README.md",
         "recipe.yaml",
+        "manifest.json",
     ):
         assert os.path.exists(os.path.join(folder, file)), file
+    assert sha256(os.path.join(folder, "manifest.json")) == zoo_registry()[name]
     assert os.path.getsize(os.path.join(folder, "model.weights.h5")) < 10 * 2**20
     assert meta["metrics"]["num_samples"] == 5000
 
@@ -243,8 +416,20 @@ def test_the_offline_main_job_needs_no_data_and_no_network(tmp_path):
     )
 
 
+# Without the editable install's import hook, as after `pip install .`.
+NON_EDITABLE = (
+    "import sys\n"
+    "sys.meta_path[:] = [f for f in sys.meta_path if 'editable' not in repr(f)]\n"
+)
+
+
 @pytest.mark.slow
 def test_a_non_editable_install_ships_the_presets(tmp_path):
+    """`pip install .`: the presets load, from anywhere and from the clone root.
+
+    In the clone's root the source `tfvae/` shadows the installed package,
+    which alone has `tfvae.presets`: the source tree reads its `zoo/`.
+    """
     target = tmp_path / "site"
     subprocess.run(
         [
@@ -261,23 +446,31 @@ def test_a_non_editable_install_ships_the_presets(tmp_path):
         check=True,
         capture_output=True,
     )
-    script = (
-        "import sys, tfvae\n"
-        f"assert tfvae.__file__.startswith({str(target)!r}), tfvae.__file__\n"
-        "m = tfvae.zoo.load('vae_bernoulli_bmnist_2d')\n"
-        "print(m.count_params())\n"
-    )
+    checkout = tmp_path / "clone"
+    for part in ("tfvae", "zoo"):
+        shutil.copytree(
+            os.path.join(ROOT, part),
+            checkout / part,
+            ignore=shutil.ignore_patterns("__pycache__"),
+        )
     env = {**os.environ, "PYTHONPATH": str(target), "TF_CPP_MIN_LOG_LEVEL": "3"}
-    result = subprocess.run(
-        [sys.executable, "-c", script],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=tmp_path,
-        timeout=300,
-    )
-    assert result.returncode == 0, result.stderr[-2000:]
-    assert (
-        int(result.stdout.split()[-1])
-        == zoo.info("vae_bernoulli_bmnist_2d")["parameters"]
-    )
+    for cwd, home in ((tmp_path, target), (checkout, checkout)):
+        script = NON_EDITABLE + (
+            "import tfvae\n"
+            f"assert tfvae.__file__.startswith({str(home)!r}), tfvae.__file__\n"
+            "m = tfvae.zoo.load('vae_bernoulli_bmnist_2d')\n"
+            "print(m.count_params())\n"
+        )
+        result = subprocess.run(
+            [sys.executable, "-c", script],
+            capture_output=True,
+            text=True,
+            env=env,
+            cwd=cwd,
+            timeout=300,
+        )
+        assert result.returncode == 0, result.stderr[-2000:]
+        assert (
+            int(result.stdout.split()[-1])
+            == zoo.info("vae_bernoulli_bmnist_2d")["parameters"]
+        )

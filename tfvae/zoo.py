@@ -1,14 +1,18 @@
 """The model zoo: pretrained presets with checksums and measured certificates of fit.
 
-A preset is a folder of four files: `config.json` (the serialized model),
-`model.weights.h5`, `metadata.json` (sha256 of the weights, parameter count,
-versions, data, training recipe and measured metrics with the commands that
-measured them) and a `README.md` model card. The presets ship inside the
-package (`zoo/` in the repository, installed as `tfvae.presets`). The sha256
-of every preset's weights is kept both in its metadata and in the shipped
-registry, `registry.json` beside the preset folders, and is checked on every
-load before anything is loaded. The registry is data: `publish` (`tfvae zoo
-publish`) writes the entry of a preset it publishes into a zoo folder.
+A preset is a folder: `config.json` (the serialized model),
+`model.weights.h5`, `metadata.json` (parameter count, versions, data,
+training recipe and measured metrics with the commands that measured them),
+a `README.md` model card, optionally `recipe.yaml` and `samples.png`, and
+`manifest.json`, the sha256 of every other file. The preset's sha256 is that
+of its manifest: one hash pins every file (`tfvae._manifest`). The presets
+ship inside the package (`zoo/` in the repository, installed as
+`tfvae.presets`; a source checkout reads `zoo/` directly), and the shipped
+registry, `registry.json` beside the preset folders, keeps each one's
+sha256. Every load (a name, a folder, a URL, a cached URL) checks every file
+before any of it is read as a model, and a mismatch names the file. The
+registry is data: `publish` (`tfvae zoo publish`) writes the entry of a
+preset it publishes into a zoo folder.
 
 The models take presets the keras-hub way too: `tfvae.VAE.from_preset(name)`
 and `model.save_to_preset(folder)`.
@@ -19,13 +23,16 @@ import hashlib
 import importlib.resources
 import json
 import os
+import pathlib
 import platform
 import shutil
+import urllib.parse
 import urllib.request
 
 import keras
 
-from tfvae import _checks, _files, certificate, data
+from tfvae import _checks, _files, _manifest, certificate, data
+from tfvae._manifest import PresetError
 from tfvae.version import __version__
 
 __all__ = [
@@ -39,37 +46,36 @@ __all__ = [
     "REGISTRY_FILE",
 ]
 
-# The registry of a zoo folder: {preset name: sha256 of its model.weights.h5}.
-# A shipped preset is listed only once it is in the package's registry.
+# The registry of a zoo folder: {preset name: the preset's sha256 (of its
+# manifest)}. A shipped preset is listed only once it is in the package's
+# registry.
 REGISTRY_FILE = "registry.json"
-
-_FILES = ("config.json", "model.weights.h5", "metadata.json", "README.md")
-
-
-class PresetError(ValueError):
-    """A preset that cannot be found or does not verify."""
 
 
 def _presets_root():
-    return importlib.resources.files("tfvae.presets")
+    """The folder of the shipped presets.
+
+    Installed, the package `tfvae.presets`. In a source checkout, whose
+    `tfvae/` shadows an installed tfvae (Python run in the clone's root), the
+    checkout's `zoo/` folder, which is what `tfvae.presets` is installed from.
+    """
+    try:
+        return importlib.resources.files("tfvae.presets")
+    except ModuleNotFoundError:
+        checkout = pathlib.Path(__file__).resolve().parents[1] / "zoo"
+        if (checkout / REGISTRY_FILE).is_file():
+            return checkout
+        raise
 
 
 def _registry():
-    """The shipped registry: {name: sha256 of the weights}."""
+    """The shipped registry: {name: the preset's sha256}."""
     return json.loads((_presets_root() / REGISTRY_FILE).read_text())
 
 
 def list():  # noqa: A001 (the zoo's public verb, as in keras_hub)
     """The names of the presets shipped with tfvae, sorted."""
     return sorted(_registry())
-
-
-def _sha256(path):
-    digest = hashlib.sha256()
-    with open(path, "rb") as file:
-        for block in iter(lambda: file.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _unknown(name):
@@ -82,56 +88,137 @@ def _unknown(name):
 
 
 def _folder(name):
-    """The local folder of a preset name or path."""
-    if name in _registry():
-        return str(_presets_root() / name)
+    """The local folder of a preset name or path, and its expected sha256."""
+    registry = _registry()
+    if name in registry:
+        return str(_presets_root() / name), registry[name]
     if os.path.isdir(os.fspath(name)):
-        return os.fspath(name)
+        return os.fspath(name), None
     raise _unknown(name)
 
 
-def info(name):
-    """The metadata of a preset (a dict), from its `metadata.json`."""
-    with open(os.path.join(_folder(name), "metadata.json")) as file:
-        return json.load(file)
+def _verified(name, sha256=None, cache_dir=None):
+    """(folder, sha256) of a preset whose every file was checked.
+
+    A shipped name is checked against the registry; a folder against
+    `sha256` if given, and, if its metadata names a shipped preset, against
+    the registry too (a copy of a shipped preset); a URL is downloaded
+    (or taken from the cache) and checked against `sha256`.
+    """
+    name = os.fspath(name)
+    if sha256 is not None:
+        sha256 = _manifest.normalize_sha256(sha256)
+    if name.startswith(("http://", "https://", "file://")):
+        if sha256 is None:
+            raise PresetError(
+                "Loading a preset from a URL needs its sha256= (the sha256 of "
+                f"its manifest.json). Received: {name}"
+            )
+        cache_dir = cache_dir or os.path.join(data.search_path()[-1], "presets")
+        return _download_preset(name, sha256, cache_dir), sha256
+    folder, expected = _folder(name)
+    if expected is not None and sha256 is not None and sha256 != expected:
+        raise PresetError(
+            f"Preset {name!r} has sha256 {expected} in the registry; "
+            f"sha256={sha256} was given. Nothing was loaded."
+        )
+    actual = _manifest.verify(folder, expected or sha256, what=f"preset {name!r}")
+    with open(os.path.join(folder, "metadata.json")) as file:
+        shipped_name = json.load(file).get("name")
+    registry = _registry()
+    if expected is None and shipped_name in registry:
+        if registry[shipped_name] != actual:
+            raise PresetError(
+                f"The preset in {folder} is named {shipped_name!r}, a shipped "
+                f"preset, but its sha256 {actual} is not the registry's "
+                f"{registry[shipped_name]}: it is a changed copy. Nothing was "
+                "loaded; publish a changed model under a name of its own."
+            )
+    return folder, actual
+
+
+def info(name, sha256=None, cache_dir=None):
+    """The metadata of a preset (a dict), once every file of it is verified.
+
+    As in `metadata.json`, with `sha256`, the preset's sha256 (that of its
+    `manifest.json`, which the registry keeps and the card shows).
+    """
+    folder, actual = _verified(name, sha256, cache_dir)
+    with open(os.path.join(folder, "metadata.json")) as file:
+        return {**json.load(file), "sha256": actual}
 
 
 def _download_preset(url, sha256, cache_dir):
-    if sha256 is None:
-        raise PresetError(
-            f"Loading a preset from a URL needs its sha256=. Received: {url}"
-        )
+    """The cached folder of a URL preset, downloaded if needed, verified.
+
+    The cache is keyed by the URL and the sha256. A cached copy is verified
+    on every use; one that fails is removed and downloaded again. A download
+    that fails its check is never kept.
+    """
     base = url if url.endswith("/") else url + "/"
-    target = os.path.join(cache_dir, sha256)
+    key = hashlib.sha256(base.encode()).hexdigest()[:16]
+    target = os.path.join(cache_dir, f"{sha256}-{key}")
     if os.path.isdir(target):
-        return target
+        try:
+            _manifest.verify(target, sha256, what=f"cached preset {url}")
+            return target
+        except PresetError:
+            shutil.rmtree(target)  # damaged in the cache: fetch it again
     with _files.staged_folder(target, prefix=".download-") as staging:
-        for file in ("config.json", "model.weights.h5", "metadata.json"):
-            with urllib.request.urlopen(base + file, timeout=60) as response:
-                with open(os.path.join(staging, file), "wb") as out:
-                    shutil.copyfileobj(response, out)
-        actual = _sha256(os.path.join(staging, "model.weights.h5"))
+        _fetch(base, _manifest.MANIFEST_FILE, staging)
+        actual = _manifest.preset_sha256(staging)
         if actual != sha256:
             raise PresetError(
-                f"The weights at {base} have sha256 {actual}, expected {sha256}; "
-                "nothing was loaded."
+                f"The preset at {base} has sha256 {actual} (of its "
+                f"{_manifest.MANIFEST_FILE}), expected {sha256}; nothing was "
+                "loaded or kept."
             )
+        with open(os.path.join(staging, _manifest.MANIFEST_FILE)) as file:
+            listed = json.load(file).get("files", {})
+        for relative in listed:
+            parts = relative.split("/")
+            if relative.startswith("/") or ".." in parts or "" in parts:
+                raise PresetError(
+                    f"The manifest at {base} lists the path {relative!r}, which "
+                    "leaves the preset folder; nothing was loaded or kept."
+                )
+            _fetch(base, relative, staging)
+        _manifest.verify(staging, sha256, what=f"preset at {base}")
     return target
+
+
+def _fetch(base, relative, folder):
+    """Downloads base + relative into folder/relative."""
+    path = os.path.join(folder, *relative.split("/"))
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    url = base + urllib.parse.quote(relative)
+    try:
+        with urllib.request.urlopen(url, timeout=60) as response:
+            with open(path, "wb") as out:
+                shutil.copyfileobj(response, out)
+    except OSError as error:
+        raise PresetError(
+            f"Could not download {url}: {error}; nothing was loaded or kept."
+        ) from None
 
 
 def load(name, sha256=None, cache_dir=None, model_class=None):
     """A ready model from a preset name, a preset folder, or a URL of one.
 
-    The sha256 of the weights is checked against the preset's metadata (and,
-    for a shipped preset, the registry; for a URL, `sha256`) before the model
-    is built; a mismatch raises `PresetError` and nothing is loaded.
+    Every file of the preset is checked against its manifest, and the
+    manifest against the registry (a shipped name, or a copy of a shipped
+    preset), against `sha256` (a URL, or a folder when given), before the
+    model is built; a mismatch raises `PresetError` naming the file, and
+    nothing is loaded.
 
     Args:
         name: a name from `tfvae.zoo.list()`, a preset folder path, or an
             `http(s)://` or `file://` URL of a preset folder.
-        sha256: the expected sha256 of the weights; required for a URL.
+        sha256: the expected sha256 of the preset (of its `manifest.json`,
+            as `tfvae.zoo.info(name)["sha256"]` and the card show), in either
+            case; required for a URL.
         cache_dir: where URL presets are kept (default: the data cache,
-            `~/.cache/tfvae/presets`).
+            `~/.cache/tfvae/presets`), keyed by URL and sha256.
         model_class: refuse, before anything is deserialized, a preset whose
             model is not of this class (or a subclass), as
             `tfvae.VAE.from_preset` does.
@@ -143,23 +230,7 @@ def load(name, sha256=None, cache_dir=None, model_class=None):
     images = model.sample(16, seed=0)
     ```
     """
-    name = os.fspath(name)
-    if name.startswith(("http://", "https://", "file://")):
-        cache_dir = cache_dir or os.path.join(data.search_path()[-1], "presets")
-        folder = _download_preset(name, sha256, cache_dir)
-    else:
-        folder = _folder(name)
-    metadata = info(folder)
-    weights = os.path.join(folder, "model.weights.h5")
-    actual = _sha256(weights)
-    expected = {metadata.get("sha256"), _registry().get(name, metadata.get("sha256"))}
-    if sha256 is not None:
-        expected.add(sha256)
-    if expected != {actual}:
-        raise PresetError(
-            f"The weights of preset {name!r} have sha256 {actual}, expected "
-            f"{sorted(e for e in expected if e)}; nothing was loaded."
-        )
+    folder, _ = _verified(name, sha256, cache_dir)
     with open(os.path.join(folder, "config.json")) as file:
         config = json.load(file)
     if model_class is not None:
@@ -168,7 +239,7 @@ def load(name, sha256=None, cache_dir=None, model_class=None):
     # optimizer states were left out still hold one, which is not restored.
     compile_config = config.pop("compile_config", None)
     model = keras.saving.deserialize_keras_object(config)
-    model.load_weights(weights)
+    model.load_weights(os.path.join(folder, "model.weights.h5"))
     if compile_config is not None:
         model.compile_from_config(compile_config)  # a fresh optimizer
     return model
@@ -201,7 +272,8 @@ def _card(metadata):
         f"- Objective: {metadata.get('objective', '')}",
         f"- Training: `{metadata.get('training_command', '')}` "
         f"({metadata.get('training_time', '')} on {metadata.get('hardware', '')})",
-        f"- sha256 of `model.weights.h5`: `{metadata['sha256']}`",
+        _manifest.card_line(),
+        f"- sha256 of `model.weights.h5`: `{metadata['weights_sha256']}`",
         f"- tfvae {metadata['tfvae_version']}, Keras {metadata['keras_version']}",
         "",
         "## Measured on the test split",
@@ -243,7 +315,8 @@ def save_preset(
         extra_files: {name in the folder: path to copy}, e.g. the recipe.
 
     Returns:
-        The metadata written.
+        The metadata written, with `sha256`, the preset's sha256 (of its
+        `manifest.json`, written last).
     """
     folder = os.fspath(folder)
     if os.path.isdir(folder) and os.listdir(folder) and not overwrite:
@@ -263,8 +336,8 @@ def save_preset(
             "input_shape": [int(d) for d in model.input_shape],
             "tfvae_version": __version__,
             "keras_version": keras.__version__,
-            **(metadata or {}),
-            "sha256": _sha256(weights),
+            **{k: v for k, v in (metadata or {}).items() if k != "sha256"},
+            "weights_sha256": _manifest.sha256_of_file(weights),
         }
         if samples:
             from tfvae import _images
@@ -280,7 +353,8 @@ def save_preset(
             file.write(_card(meta))
         for name, source in (extra_files or {}).items():
             shutil.copyfile(source, os.path.join(staging, name))
-    return meta
+        sha256 = _manifest.write(staging)
+    return {**meta, "sha256": sha256}
 
 
 def _check_class(config, model_class, name):
