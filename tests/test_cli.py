@@ -79,6 +79,48 @@ def trained(tmp_path_factory, binarized_mnist):
     return out
 
 
+def test_commands_print_nothing_of_tensorflow(tmp_path):
+    """No absl, CUDA or oneDNN start-up lines: the output is the command's own."""
+    env = {
+        k: v for k, v in subprocess_environment().items() if k != "TF_CPP_MIN_LOG_LEVEL"
+    }
+    png = tmp_path / "s.png"
+    for args, out in (
+        (["zoo", "list"], "vae_bernoulli_bmnist_2d\n"),
+        (["sample", "vae_bernoulli_bmnist_2d", "--out", png], f"wrote {png}"),
+        (
+            ["export", "vae_bernoulli_bmnist_2d", tmp_path / "e"],
+            f"wrote {tmp_path / 'e'}",
+        ),
+    ):
+        result = subprocess.run(
+            [tfvae_command(), *map(str, args)],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=300,
+        )
+        assert result.returncode == 0 and result.stderr == "", result.stderr
+        assert out in result.stdout
+
+
+def test_a_failed_import_still_shows_what_it_printed(tmp_path):
+    """The launcher hides TensorFlow's start-up lines, not its failures."""
+    (tmp_path / "tensorflow.py").write_text(
+        "import os\nos.write(2, b'the real cause\\n')\nraise ImportError('no tf')\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", "import _tfvae_launcher; _tfvae_launcher.main()"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env={**subprocess_environment(), "PYTHONPATH": str(tmp_path)},
+        timeout=300,
+    )
+    assert result.returncode != 0
+    assert "the real cause" in result.stderr and "ImportError: no tf" in result.stderr
+
+
 def test_version():
     result = run("--version")
     assert result.stdout.strip() == f"tfvae {tfvae.__version__}"
