@@ -1,6 +1,7 @@
 """Image grids for the command line, encoded as PNG with TensorFlow."""
 
 import math
+import os
 
 import numpy as np
 import tensorflow as tf
@@ -44,5 +45,38 @@ def grid(images, input_shape, columns, padding=1):
     return (picture * 255).round().astype(np.uint8)
 
 
+def check_png_path(path, overwrite=True):
+    """Refuses, before any work, a PNG path that cannot or must not be written.
+
+    Raises `ValueError` for a name that does not end in `.png` (the file is
+    PNG whatever its name), a folder that does not exist or is not writable,
+    or an existing file without `overwrite`.
+    """
+    path = os.fspath(path)
+    if not path.lower().endswith(".png"):
+        raise ValueError(
+            f"the picture is written as PNG: give a path ending in .png. "
+            f"Received: {path!r}"
+        )
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder):
+        raise ValueError(f"cannot write {path}: the folder {folder} does not exist")
+    if not os.access(folder, os.W_OK):
+        raise ValueError(f"cannot write {path}: the folder {folder} is not writable")
+    if os.path.isdir(path):
+        raise ValueError(f"cannot write {path}: it is a folder")
+    if os.path.exists(path) and not overwrite:
+        raise FileExistsError(
+            f"{path} exists; pass --overwrite to replace it, or choose another"
+        )
+
+
 def write_png(picture, path):
-    tf.io.write_file(str(path), tf.io.encode_png(picture))
+    """Writes a PNG atomically (a temporary file renamed into place)."""
+    path = os.fspath(path)
+    partial = os.path.join(
+        os.path.dirname(os.path.abspath(path)), f".{os.path.basename(path)}.partial"
+    )
+    with open(partial, "wb") as file:
+        file.write(tf.io.encode_png(picture).numpy())
+    os.replace(partial, path)

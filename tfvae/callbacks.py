@@ -10,7 +10,7 @@ import keras
 
 from tfvae import _checks, _files, distribute
 
-__all__ = ["BackupAndRestore", "HistoryFile", "KLWarmup"]
+__all__ = ["BackupAndRestore", "EpochCheckpoint", "HistoryFile", "KLWarmup"]
 
 
 @keras.saving.register_keras_serializable(package="tfvae")
@@ -142,6 +142,42 @@ class BackupAndRestore(keras.callbacks.BackupAndRestore):
         for old in previous:
             if old != name:
                 shutil.rmtree(os.path.join(self.backup_dir, old), ignore_errors=True)
+
+
+class EpochCheckpoint(keras.callbacks.Callback):
+    """Saves the model to `folder/epoch-NNN.keras` after every epoch, atomically.
+
+    Each file is written as `.epoch-NNN.partial.keras` and renamed into place
+    when complete, so a process killed while saving never leaves a truncated
+    `epoch-NNN.keras`; the partial files of a killed run are removed when
+    training begins again. In a multi-worker cluster only the chief writes.
+
+    Args:
+        folder: the folder of the checkpoints.
+    """
+
+    def __init__(self, folder):
+        super().__init__()
+        self.folder = os.fspath(folder)
+
+    def path(self, epoch):
+        """The checkpoint of `epoch` (counted from 1)."""
+        return os.path.join(self.folder, f"epoch-{epoch:03d}.keras")
+
+    def on_train_begin(self, logs=None):
+        if os.path.isdir(self.folder):
+            for name in os.listdir(self.folder):
+                if name.endswith(".partial.keras"):  # a save cut short
+                    os.remove(os.path.join(self.folder, name))
+
+    def on_epoch_end(self, epoch, logs=None):
+        if not distribute.is_chief(self.model.distribute_strategy):
+            return
+        os.makedirs(self.folder, exist_ok=True)
+        final = self.path(epoch + 1)
+        partial = os.path.join(self.folder, f".epoch-{epoch + 1:03d}.partial.keras")
+        self.model.save(partial)
+        os.replace(partial, final)
 
 
 class HistoryFile(keras.callbacks.Callback):

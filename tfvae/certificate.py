@@ -9,6 +9,9 @@ evaluate`, `tfvae zoo publish` and `tfvae zoo verify` all report it.
 
 import math
 
+import numpy as np
+import tensorflow as tf
+
 from tfvae import diagnostics, estimators
 
 __all__ = ["certify"]
@@ -40,7 +43,12 @@ def certify(model, x, num_samples=5000, seed=0, levels=None, verbose=0):
     result = tfvae.certify(model, x_test, num_samples=5000)
     print(f"NLL {result['nll']:.2f} nats, {result['bits_per_dim']:.4f} bits/dim")
     ```
+    Raises:
+        ValueError: before any work, for data a discrete likelihood gives no
+            probability to (grey levels under a Bernoulli decoder: binarize
+            them first), whose "log-likelihood" would not be one.
     """
+    _check_discrete(model, x)
     result = estimators.evaluate_log_likelihood(
         model, x, num_samples=num_samples, seed=seed, verbose=verbose
     )
@@ -56,3 +64,20 @@ def certify(model, x, num_samples=5000, seed=0, levels=None, verbose=0):
 def stderr_or_zero(value):
     """A standard error, 0 where it is undefined (one example)."""
     return 0.0 if math.isnan(value) else value
+
+
+def _check_discrete(model, x):
+    values = model.likelihood.discrete_values
+    if values is None:
+        return
+    arrays = [np.asarray(a) for a in tf.nest.flatten(model.as_arrays(x))[:1]]
+    outside = ~np.isin(arrays[0], np.asarray(values, arrays[0].dtype))
+    if outside.any():
+        example = arrays[0][outside].flat[0]
+        raise ValueError(
+            f"the {type(model.likelihood).__name__} gives a probability to the "
+            f"values {list(values)} only, but the data holds others (e.g. "
+            f"{float(example):.4g}): its log-likelihood and bits/dim would not be "
+            "ones. Binarize the data first (--binarize dynamic, or "
+            "tfvae.data.load(..., binarize='dynamic'))"
+        )

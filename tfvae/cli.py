@@ -7,6 +7,7 @@ exit with status 2, without a traceback.
 import argparse
 import json
 import os
+import re
 import sys
 
 from tfvae.version import __version__
@@ -221,6 +222,19 @@ def _train(args):
     if not args.out:
         raise UsageError("train needs --out FOLDER")
     if args.resume:
+        given = sorted(
+            f"--{key.replace('_', '-')}"
+            for key in runs.DEFAULTS
+            if getattr(args, key, None) is not None
+        )
+        if args.config:
+            given.insert(0, "--config")
+        if given:
+            raise UsageError(
+                f"--resume continues the run in {args.out} with the options of "
+                f"its run.json; {', '.join(given)} would be ignored. Drop them, "
+                "or start a new run with another --out"
+            )
         result = runs.train(None, args.out, resume=True, verbose=args.verbose)
     else:
         # Only the options this command defines (every key of runs.DEFAULTS).
@@ -316,8 +330,6 @@ def _evaluate(args):
 def _write_picture(args, images, model):
     from tfvae import _images
 
-    if os.path.exists(args.out) and not args.overwrite:
-        raise UsageError(f"{args.out} exists; pass --overwrite to replace it")
     picture = _images.grid(images, model.input_shape, args.columns)
     _images.write_png(picture, args.out)
     print(f"wrote {args.out} ({picture.shape[1]}x{picture.shape[0]})")
@@ -442,16 +454,33 @@ def main(argv=None):
         return 0
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     try:
+        if args.command in _PICTURE_COMMANDS:  # before any work
+            from tfvae import _images
+
+            _images.check_png_path(args.out, overwrite=args.overwrite)
         return _COMMANDS[args.command](args)
     except KeyboardInterrupt:
         print("tfvae: interrupted", file=sys.stderr)
         return 130
     except Exception as error:  # one line, no traceback
-        message = (
-            str(error).strip().splitlines()[0] if str(error).strip() else repr(error)
-        )
-        print(f"tfvae {args.command}: error: {message}", file=sys.stderr)
+        print(f"tfvae {args.command}: error: {_one_line(error)}", file=sys.stderr)
         return 2
+
+
+# The commands that write a picture to --out.
+_PICTURE_COMMANDS = ("sample", "reconstruct", "traverse")
+
+
+def _one_line(error):
+    """The whole message of an error on one line, without TensorFlow op text."""
+    message = getattr(error, "message", None) or str(error)
+    if not isinstance(message, str) or not message.strip():
+        return repr(error)
+    # A TensorFlow error names its op and graph node: not for the user.
+    message = re.sub(r"\{\{function_node [^}]*\}\}", "", message)
+    message = re.sub(r"\s*\[Op:[^\]]*\]", "", message)
+    message = re.sub(r"\s*\[\[\{\{node [^}]*\}\}\]\]", "", message)
+    return " ".join(message.split())
 
 
 if __name__ == "__main__":

@@ -23,6 +23,7 @@ import os
 import tempfile
 import urllib.error
 import urllib.request
+import zipfile
 
 import numpy as np
 import tensorflow as tf
@@ -274,9 +275,32 @@ def _digits(split):
 
 
 def _from_file(path, split):
+    try:
+        x = _read_file(path, split)
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as error:
+        if isinstance(error, ValueError) and str(path) in str(error):
+            raise
+        kind = "a NumPy .npy file" if str(path).endswith(".npy") else "a NumPy .npz"
+        reason = str(error).split(". ")[0]
+        if "pickle" in reason or isinstance(error, zipfile.BadZipFile):
+            reason = "it is not a NumPy file of arrays"
+        raise ValueError(
+            f"Cannot read the data file {path}: {reason}. Expected {kind} "
+            "(np.save / np.savez)"
+        ) from None
+    if not isinstance(x, np.ndarray) or x.dtype == object or x.ndim < 2 or not len(x):
+        raise ValueError(
+            f"The data file {path} holds no examples for split {split!r}: "
+            f"expected an array of shape (n >= 1, features...), got "
+            f"{getattr(x, 'shape', type(x).__name__)}"
+        )
+    return x
+
+
+def _read_file(path, split):
     if str(path).endswith(".npy"):
-        return np.load(path)
-    with np.load(path) as data:
+        return np.load(path, allow_pickle=False)
+    with np.load(path, allow_pickle=False) as data:
         if split in data.files:
             return data[split]
         if f"x_{split}" in data.files:

@@ -47,11 +47,14 @@ def _endpoints(model):
     def conditioned(conditions):
         return {"conditions": tuple(conditions)} if conditions else {}
 
+    # Every signature refuses what the Python API refuses: data outside the
+    # likelihood's support or not finite (`check_inputs`), a non-finite z.
     def serving_default(*inputs):
-        return {"reconstruction": model(model.pack_inputs(inputs))}
+        return {"reconstruction": model(model.check_inputs(model.pack_inputs(inputs)))}
 
     def encode(*inputs):
-        posteriors = model.encode(model.pack_inputs(inputs), sample=False)
+        x = model.check_inputs(model.pack_inputs(inputs))
+        posteriors = model.encode(x, sample=False)
         if len(posteriors) == 1:
             (q,) = posteriors
             return {"loc": q.mean(), "scale": q.stddev()}
@@ -62,6 +65,7 @@ def _endpoints(model):
         return outputs
 
     def decode(z, *conditions):
+        z = tf.debugging.assert_all_finite(z, "z must be finite (no NaN or Inf)")
         p = model.decode(z, **conditioned(conditions))
         return model.likelihood.output_parameters(p)
 
@@ -102,6 +106,20 @@ def _endpoints(model):
     ]
 
 
+def _replaceable_export(folder):
+    """None for a SavedModel folder; else why `overwrite` may not replace it."""
+    names = sorted(os.listdir(folder))
+    versions = [name for name in names if name.isdigit()]
+    if versions:
+        return (
+            f"holds TF Serving versions {versions}; pass version= (--version N) "
+            "to add or replace one"
+        )
+    if "saved_model.pb" not in names:
+        return f"holds files that are not a SavedModel ({names[:5]})"
+    return None
+
+
 def export_saved_model(model, export_dir, version=None, overwrite=False):
     """Writes a SavedModel of `model` for TF Serving; returns its folder.
 
@@ -117,10 +135,13 @@ def export_saved_model(model, export_dir, version=None, overwrite=False):
         export_dir: the folder to write; with `version`, the model base path.
         version: an int >= 0; the SavedModel goes to `export_dir/<version>/`,
             the layout TF Serving loads from.
-        overwrite: replace an existing non-empty target. Without it, an
-            existing non-empty target raises `FileExistsError` before any
-            work. The export is written to a temporary sibling folder and moved
-            in place, so an interrupted export leaves the old one intact.
+        overwrite: replace an existing SavedModel at the target. Without it,
+            an existing non-empty target raises `FileExistsError` before any
+            work; with it, so does a target that is not a SavedModel (a base
+            folder of TF Serving versions, or other files) or a symbolic link.
+            The export is written to a temporary sibling folder and moved in
+            place, so an interrupted export leaves the old one intact (and its
+            staging folder is removed by the next export beside it).
 
     Returns:
         The path of the written SavedModel folder; `None` on a worker that is
@@ -145,13 +166,7 @@ def export_saved_model(model, export_dir, version=None, overwrite=False):
     if version is not None:
         version = _checks.positive_int(version, "version", minimum=0)
         target = os.path.join(target, str(version))
-    if os.path.isdir(target) and os.listdir(target) and not overwrite:
-        raise FileExistsError(
-            f"The export target {target!r} exists and is not empty. Pass "
-            "overwrite=True to replace it, or choose another version."
-        )
-    if os.path.exists(target) and not os.path.isdir(target):
-        raise FileExistsError(f"The export target {target!r} is a file.")
+    _files.check_target(target, "export", _replaceable_export, overwrite)
 
     archive = keras.export.ExportArchive()
     archive.track(model)

@@ -64,6 +64,11 @@ class DistributionHead(keras.layers.Layer):
     num_params = 1
     # The closed interval the modelled values must lie in, or None.
     support = None
+    # The values on which `log_prob` is a log-probability, for a discrete
+    # likelihood (None: a density). Training may take values between them
+    # (the Bernoulli cross-entropy of grey levels); a log-likelihood is
+    # reported only on them (`tfvae.certify`).
+    discrete_values = None
 
     def __init__(self, event_shape=None, **kwargs):
         super().__init__(**kwargs)
@@ -189,6 +194,7 @@ class BernoulliHead(DistributionHead):
     """
 
     support = (0.0, 1.0)
+    discrete_values = (0.0, 1.0)
 
     def _distribution(self, params):
         (logits,) = params

@@ -28,9 +28,12 @@ result.model.evaluate(x_valid)
 
 import dataclasses
 import json
+import math
 import os
+import shutil
 
 import keras
+import tensorflow as tf
 
 from tfvae import _files, callbacks, data, priors
 from tfvae.hvae import HierarchicalVAE
@@ -102,9 +105,26 @@ def read_config(path):
     if path.endswith((".yaml", ".yml")):
         import yaml
 
-        config = yaml.safe_load(text)
+        try:
+            config = yaml.safe_load(text)
+        except yaml.YAMLError as error:
+            mark = getattr(error, "problem_mark", None)
+            where = (
+                f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+            )
+            problem = getattr(error, "problem", None) or str(error)
+            raise ValueError(
+                f"{path} is not valid YAML{where}: {problem}"
+                + (f" ({error.context})" if getattr(error, "context", None) else "")
+            ) from None
     else:
-        config = json.loads(text)
+        try:
+            config = json.loads(text)
+        except json.JSONDecodeError as error:
+            raise ValueError(
+                f"{path} is not valid JSON at line {error.lineno}, column "
+                f"{error.colno}: {error.msg}"
+            ) from None
     if not isinstance(config, dict):
         raise ValueError(f"{path} must hold a mapping of options")
     return _known({key.replace("-", "_"): value for key, value in config.items()}, path)
@@ -191,8 +211,69 @@ def has_validation_split(dataset):
     return "valid" in data.splits(dataset)
 
 
+def _is_int(value):
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value):
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+# The type and range of each option, checked for every source alike (the
+# command line, a config file, a dict): (test, what is expected).
+_OPTION_TYPES = {
+    "model": (lambda v: isinstance(v, str), "a string: vae or hvae"),
+    "latent_dim": (lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
+    "latent_dims": (
+        lambda v: isinstance(v, (str, int)) and not isinstance(v, bool),
+        'integers separated by commas, e.g. "100,50"',
+    ),
+    "hidden_units": (
+        lambda v: v is None or (isinstance(v, (str, int)) and not isinstance(v, bool)),
+        'widths separated by commas (";" between hvae layers), e.g. "200,200"',
+    ),
+    "activation": (lambda v: isinstance(v, str), "a Keras activation name"),
+    "likelihood": (lambda v: isinstance(v, str), "a likelihood name"),
+    "prior": (lambda v: isinstance(v, str), "a prior name"),
+    "kl": (lambda v: v in (None, "analytic", "mc"), "analytic, mc or unset"),
+    "beta": (lambda v: _is_number(v) and math.isfinite(v) and v >= 0, "a number >= 0"),
+    "num_samples": (lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
+    "free_bits": (
+        lambda v: _is_number(v) and math.isfinite(v) and v >= 0,
+        "a number >= 0",
+    ),
+    "objective": (lambda v: v in ("elbo", "iwae"), "elbo or iwae"),
+    "inference": (lambda v: v in ("bottom_up", "ladder"), "bottom_up or ladder"),
+    "gated": (lambda v: isinstance(v, bool), "true or false"),
+    "dataset": (lambda v: isinstance(v, str), "a dataset name or file"),
+    "binarize": (lambda v: v in (None, "dynamic"), "dynamic or unset"),
+    "dequantize": (lambda v: v in (None, "uniform"), "uniform or unset"),
+    "limit": (lambda v: v is None or (_is_int(v) and v >= 1), "an integer >= 1"),
+    "epochs": (lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
+    "batch_size": (lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
+    "learning_rate": (
+        lambda v: _is_number(v) and math.isfinite(v) and v > 0,
+        "a finite number > 0",
+    ),
+    "warmup": (lambda v: _is_int(v) and v >= 0, "an integer >= 0"),
+    "early_stopping": (lambda v: _is_int(v) and v >= 0, "an integer >= 0"),
+    "lr_plateau": (lambda v: _is_int(v) and v >= 0, "an integer >= 0"),
+    "seed": (lambda v: _is_int(v), "an integer"),
+}
+
+
 def check(config):
-    """Refuses option combinations that cannot work, before any file is written."""
+    """Refuses options that cannot work, before any file is written.
+
+    Every option's type and range is checked, whatever its source (the
+    command line, a config file or a dict), and then their combinations.
+    """
+    for option, (test, expected) in _OPTION_TYPES.items():
+        value = config[option]
+        if not test(value):
+            raise ValueError(
+                f"option {option!r} must be {expected}. Received: {option}={value!r}"
+            )
     if config["model"] not in _DEFAULT_HIDDEN_UNITS:
         raise ValueError(
             f"model must be one of {sorted(_DEFAULT_HIDDEN_UNITS)}, got "
@@ -232,9 +313,7 @@ def _callbacks(config, out_dir):
     # The backup comes last: an epoch is backed up only once its checkpoint and
     # history row are written, so a run killed at any moment resumes cleanly.
     run_callbacks = [
-        keras.callbacks.ModelCheckpoint(
-            os.path.join(checkpoints, "epoch-{epoch:03d}.keras")
-        ),
+        callbacks.EpochCheckpoint(checkpoints),
         keras.callbacks.TensorBoard(os.path.join(out_dir, "logs")),
         history,
         callbacks.BackupAndRestore(os.path.join(out_dir, "backup")),
@@ -257,6 +336,19 @@ def _callbacks(config, out_dir):
     return run_callbacks, history
 
 
+def _remove_run(out_dir, created):
+    """Removes what a run wrote into `out_dir` (the folder too if it made it)."""
+    if created:
+        shutil.rmtree(out_dir, ignore_errors=True)
+        return
+    for name in os.listdir(out_dir):  # the folder was empty before the run
+        path = os.path.join(out_dir, name)
+        if os.path.isdir(path) and not os.path.islink(path):
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            os.remove(path)
+
+
 def train(config, out_dir, resume=False, verbose=1):
     """Trains a model as `tfvae train` does, into the run folder `out_dir`.
 
@@ -270,6 +362,10 @@ def train(config, out_dir, resume=False, verbose=1):
 
     Returns:
         A `RunResult`.
+
+    A run that stops before its first epoch is complete (bad data found by
+    the steps, a diverged first step, an interrupt) removes what it wrote, so
+    that the folder takes a fresh run.
 
     Raises:
         ValueError: for bad options, a folder that holds a run (without
@@ -319,20 +415,37 @@ def train(config, out_dir, resume=False, verbose=1):
             seed=config["seed"],
         )
     input_shape = tuple(train_data.element_spec.shape[1:])
-    model = build_model(config, input_shape)
+    try:
+        model = build_model(config, input_shape)
+    except (tf.errors.ResourceExhaustedError, MemoryError):
+        raise ValueError(
+            "the model does not fit in memory: its weights are too many for "
+            f"latent_dim={config['latent_dim']}, latent_dims="
+            f"{config['latent_dims']!r}, hidden_units={config['hidden_units']!r}; "
+            "use smaller sizes"
+        ) from None
     model.compile(optimizer=keras.optimizers.Adam(config["learning_rate"]))
+    created = not os.path.exists(out_dir)
     if not resume:  # the data and the model are checked: the run can start
         os.makedirs(out_dir, exist_ok=True)
         _files.write_json(run_file, config)
     run_callbacks, history = _callbacks(config, out_dir)
-    model.fit(
-        train_data,
-        epochs=config["epochs"],
-        validation_data=validation,
-        callbacks=run_callbacks,
-        verbose=verbose,
-        shuffle=False,  # the dataset reshuffles itself every epoch
-    )
+    try:
+        model.fit(
+            train_data,
+            epochs=config["epochs"],
+            validation_data=validation,
+            callbacks=run_callbacks,
+            verbose=verbose,
+            shuffle=False,  # the dataset reshuffles itself every epoch
+        )
+    except BaseException:
+        if not resume and not history.rows:
+            # Stopped before its first epoch (bad data found by the steps, a
+            # diverged first step, an interrupt): nothing to resume, so
+            # nothing is left that would block a fresh run or replay it.
+            _remove_run(out_dir, created)
+        raise
     best_epoch = None
     if history.patience:
         model.load_weights(history.best_weights_path)

@@ -154,12 +154,23 @@ class Trainer(keras.Model):
             # A diverged step raises (FloatingPointError) before its update.
             # XLA has no assertions: `fit` then checks the logs after the step.
             step = self.optimizer.iterations + 1
-            checks.append(_checks.check_finite({"loss": loss, **values}, step))
+            checks.append(
+                _checks.check_finite(
+                    {"loss": loss, **values}, step, self.divergence_limit()
+                )
+            )
         with tf.control_dependencies(checks):
             self.optimizer.apply(gradients, self.trainable_weights)
         return self._update_metrics(
             loss, values, sample_weight, ops.shape(values["elbo"])[0]
         )
+
+    def divergence_limit(self):
+        """The magnitude beyond which a step's metrics count as diverged.
+
+        `_checks.DIVERGENCE_LIMIT_PER_DIMENSION` nats per data dimension.
+        """
+        return _checks.DIVERGENCE_LIMIT_PER_DIMENSION * math.prod(self.input_shape)
 
     def test_step(self, data):
         loss, values, sample_weight = self._step(data, training=False)
@@ -392,9 +403,10 @@ class _StopOnNonFiniteLogs(keras.callbacks.Callback):
     """
 
     def on_train_batch_end(self, batch, logs=None):
+        limit = self.model.divergence_limit()
         for name, value in (logs or {}).items():
             value = float(value)
-            if not math.isfinite(value):
+            if _checks.diverged(value, limit):
                 step = int(self.model.optimizer.iterations.numpy())
                 raise FloatingPointError(
                     _checks.divergence_message(
@@ -404,5 +416,6 @@ class _StopOnNonFiniteLogs(keras.callbacks.Callback):
                         "mean over the epoch so far",
                         "Under XLA the check runs after the step's update, so "
                         "the weights may hold non-finite values.",
+                        limit,
                     )
                 )

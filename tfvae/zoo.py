@@ -310,8 +310,10 @@ def save_preset(
             `training_time`, `hardware`, `metrics` (a dict), and
             `evaluation_command` are shown on the card.
         samples: also draw `samples.png` (64 samples, seed 0) for the card.
-        overwrite: replace an existing non-empty folder; otherwise that raises
-            `FileExistsError` before anything is written.
+        overwrite: replace an existing preset folder (or one that holds only
+            a `recipe.yaml`). Otherwise a non-empty folder raises
+            `FileExistsError` before anything is written, as does, even with
+            it, a folder of other files or a symbolic link.
         extra_files: {name in the folder: path to copy}, e.g. the recipe.
 
     Returns:
@@ -319,11 +321,7 @@ def save_preset(
         `manifest.json`, written last).
     """
     folder = os.fspath(folder)
-    if os.path.isdir(folder) and os.listdir(folder) and not overwrite:
-        raise FileExistsError(
-            f"The preset folder {folder!r} exists and is not empty; "
-            "pass overwrite=True."
-        )
+    _files.check_target(folder, "preset", _replaceable_preset, overwrite)
     with _files.staged_folder(folder, prefix=".preset-") as staging:
         with open(os.path.join(staging, "config.json"), "w") as file:
             json.dump(keras.saving.serialize_keras_object(model), file, indent=2)
@@ -355,6 +353,16 @@ def save_preset(
             shutil.copyfile(source, os.path.join(staging, name))
         sha256 = _manifest.write(staging)
     return {**meta, "sha256": sha256}
+
+
+def _replaceable_preset(folder):
+    """None for a preset folder (or one that holds only its recipe)."""
+    names = sorted(os.listdir(folder))
+    if _manifest.MANIFEST_FILE in names or "metadata.json" in names:
+        return None
+    if names == ["recipe.yaml"]:  # a preset's recipe, waiting for its run
+        return None
+    return f"holds files that are not a preset ({names[:5]})"
 
 
 def _check_class(config, model_class, name):
@@ -429,6 +437,8 @@ def publish(
     model_path = os.path.join(run_dir, "model.keras")
     if not os.path.exists(model_path):
         raise PresetError(f"no finished run in {run_dir}: no model.keras")
+    # Before the evaluation: a target that may not be written stops it.
+    _files.check_target(os.fspath(folder), "preset", _replaceable_preset, overwrite)
     with open(os.path.join(run_dir, "run.json")) as file:
         config = json.load(file)
     with open(os.path.join(run_dir, "history.json")) as file:
