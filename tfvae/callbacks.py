@@ -7,6 +7,7 @@ import tempfile
 import time
 
 import keras
+import numpy as np
 
 from tfvae import _checks, _files, distribute
 
@@ -74,7 +75,10 @@ class BackupAndRestore(keras.callbacks.BackupAndRestore):
     state and the epoch counter) into a new folder that is renamed into place
     when complete, and only then removes the previous one: at every moment the
     backup folder holds one complete, self-consistent state, and a resumed run
-    continues from the last one that was finished.
+    continues from the last one that was finished. The state of the model's
+    noise (`model.seed_generator`, which Keras keeps out of the weights) is
+    backed up too, so that a resumed tfvae run draws the noise an unkilled
+    one would.
 
     In a multi-worker cluster only the chief writes the backup
     (`tfvae.distribute.is_chief`); every worker restores from it, so
@@ -93,6 +97,18 @@ class BackupAndRestore(keras.callbacks.BackupAndRestore):
     """
 
     _PREFIX = "state-"
+
+    @classmethod
+    def completed_epochs(cls, backup_dir):
+        """The epochs completed by the state a run in `backup_dir` resumes from."""
+        if not os.path.isdir(backup_dir):
+            return 0
+        states = sorted(n for n in os.listdir(backup_dir) if n.startswith(cls._PREFIX))
+        if not states:
+            return 0
+        path = os.path.join(backup_dir, states[-1], "training_metadata.json")
+        with open(path) as file:
+            return int(json.load(file)["epoch"])
 
     def _states(self):
         if not os.path.isdir(self.backup_dir):
@@ -117,6 +133,12 @@ class BackupAndRestore(keras.callbacks.BackupAndRestore):
         if states:
             self._use(states[-1])
             self._load_model()
+            with open(self._training_metadata_path) as file:
+                seed_state = json.load(file).get("seed_state")
+            generator = getattr(self.model, "seed_generator", None)
+            if seed_state is not None and generator is not None:
+                # The model's noise goes on from where the backed-up run was.
+                generator.state.assign(np.asarray(seed_state, generator.state.dtype))
 
     def _save_model(self):
         if not distribute.is_chief(self.model.distribute_strategy):
@@ -133,6 +155,9 @@ class BackupAndRestore(keras.callbacks.BackupAndRestore):
             self._use(os.path.basename(staging))
             self.model.save_weights(self._weights_path)
             metadata = {"epoch": self._current_epoch, "batch": self._last_batch_seen}
+            generator = getattr(self.model, "seed_generator", None)
+            if generator is not None:  # a tfvae model's noise state
+                metadata["seed_state"] = generator.state.numpy().tolist()
             with open(self._training_metadata_path, "w") as file:
                 json.dump(metadata, file)
             os.replace(staging, os.path.join(self.backup_dir, name))

@@ -298,6 +298,10 @@ def check(config):
             )
 
 
+def _backup(out_dir):
+    return os.path.join(out_dir, "backup")
+
+
 def _callbacks(config, out_dir):
     """The callbacks of a run, and its `HistoryFile`."""
     best_path = os.path.join(out_dir, "best.weights.h5")
@@ -316,7 +320,7 @@ def _callbacks(config, out_dir):
         callbacks.EpochCheckpoint(checkpoints),
         keras.callbacks.TensorBoard(os.path.join(out_dir, "logs")),
         history,
-        callbacks.BackupAndRestore(os.path.join(out_dir, "backup")),
+        callbacks.BackupAndRestore(_backup(out_dir)),
     ]
     if config["warmup"]:
         run_callbacks.insert(0, callbacks.KLWarmup(epochs=config["warmup"]))
