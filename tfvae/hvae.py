@@ -330,7 +330,7 @@ class HierarchicalVAE(LatentVariableModel):
             per_sample(p.log_prob(z_l))
             for p, z_l in zip(conditionals, z[:-1], strict=True)
         ]
-        log_p.append(per_sample(self.prior.log_prob(z[-1])))
+        log_p.append(per_sample(self.prior.log_prob(z[-1], prepared=prepared.prior)))
         features = self.generative_networks[0](z[0], training=training)
         log_px = self.likelihood.log_likelihood(
             features, x, num_samples, prepared=prepared.likelihood

@@ -39,10 +39,11 @@ Chain = collections.namedtuple("Chain", ["log_px", "log_q", "log_p", "kl_top"])
 # else the sampled log q - log p of each dimension.
 LatentLayer = collections.namedtuple("LatentLayer", ["q", "p", "z", "kl"])
 # What `log_weights` computes from x alone, once for many blocks of samples:
-# the likelihood head's `prepare(x)`, and q(z|x) where it depends on x only.
-Prepared = collections.namedtuple("Prepared", ["likelihood", "posterior"])
+# the likelihood head's `prepare(x)`, q(z|x) where it depends on x only, and
+# the prior's `prepare()`.
+Prepared = collections.namedtuple("Prepared", ["likelihood", "posterior", "prior"])
 # Nothing prepared: the chain computes each part itself.
-NOTHING_PREPARED = Prepared(likelihood=None, posterior=None)
+NOTHING_PREPARED = Prepared(likelihood=None, posterior=None, prior=None)
 
 _OBJECTIVES = ("elbo", "iwae")
 
@@ -169,7 +170,9 @@ class LatentVariableModel(training_lib.Trainer):
     def prepare(self, x):
         """A `Prepared`: the work of `log_weights` that depends on x only."""
         likelihood = self.likelihood.prepare(x) if self.likelihood.built else None
-        return NOTHING_PREPARED._replace(likelihood=likelihood)
+        return NOTHING_PREPARED._replace(
+            likelihood=likelihood, prior=self.prior.prepare()
+        )
 
     def top_layer(self, q, z):
         """The `LatentLayer` of the top layer: posterior q, draw z, the prior.

@@ -198,7 +198,7 @@ class VAE(LatentVariableModel):
         return Chain(
             log_px=log_px,
             log_q=[log_prob_of_noise(q, noise)],
-            log_p=[self.prior.log_prob(z)],
+            log_p=[self.prior.log_prob(z, prepared=prepared.prior)],
             kl_top=self.prior.kl_divergence(q) if self.kl == "analytic" else None,
         )
 

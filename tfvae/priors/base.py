@@ -6,7 +6,11 @@ through these names only, which are the whole protocol:
 
 - `set_latent_dim(dim)`: called once by the model with the size of z.
 - `distribution()`: p(z) as a `tfd.Distribution` with event shape (dim,).
-- `log_prob(z)`: log p(z) over the last axis, for any leading shape.
+- `log_prob(z, prepared=None)`: log p(z) over the last axis, for any
+  leading shape; `prepared` is what `prepare()` returned (None: compute it).
+- `prepare()`: the work of `log_prob` that does not depend on z (a mixture's
+  components), done once for many calls, as the estimator does per chunk;
+  None by default.
 - `kl_divergence(q)`: KL(q || p) in closed form for a diagonal-Gaussian q,
   per example, where `analytic_kl` is True (else `None`: the model estimates
   the KL by the sampled log-density ratio); `kl_per_dimension(q)` likewise
@@ -99,8 +103,13 @@ class Prior(keras.layers.Layer):
         """p(z): a `tfd.Distribution` with event shape (latent_dim,)."""
         raise NotImplementedError
 
-    def log_prob(self, z):
+    def prepare(self):
+        """What `log_prob` computes whatever z is, or None."""
+        return None
+
+    def log_prob(self, z, prepared=None):
         """log p(z) over the last axis: shape `z.shape[:-1]`."""
+        del prepared
         return self.distribution().log_prob(z)
 
     def kl_divergence(self, q):
@@ -144,7 +153,8 @@ class StandardNormal(Prior):
     def distribution(self):
         return standard_normal(self.latent_dim)
 
-    def log_prob(self, z):
+    def log_prob(self, z, prepared=None):
+        del prepared
         return standard_normal_log_prob(z)
 
     def kl_divergence(self, q):

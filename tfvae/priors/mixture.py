@@ -51,8 +51,13 @@ class MixturePrior(Prior):
     def distribution(self):
         return diagonal_mixture(*self.components())
 
-    def log_prob(self, z):
-        return diagonal_mixture_log_prob(z, *self.components())
+    def prepare(self):
+        # The components: for the VampPrior, an encoder pass over the
+        # pseudo-inputs, done once per chunk of the estimator, not per block.
+        return self.components()
+
+    def log_prob(self, z, prepared=None):
+        return diagonal_mixture_log_prob(z, *(prepared or self.components()))
 
     def floats_per_sample(self):
         # The (K, dim) standardized values and their squares.
