@@ -7,6 +7,9 @@ temporary file, and sets `TF_CPP_MIN_LOG_LEVEL=3` unless the user set it, so
 that its output is its own. If the import fails, what it printed is shown.
 This module lives outside the `tfvae` package because importing
 `tfvae.cli` runs `tfvae/__init__.py`, which imports TensorFlow.
+
+`TFVAE_TF_LOGS=1` shows TensorFlow's start-up lines and leaves its log level
+to `TF_CPP_MIN_LOG_LEVEL` (for diagnosing an install, a GPU, ...).
 """
 
 import os
@@ -36,6 +39,10 @@ def _import_quietly():
 
 
 def main():
+    if os.environ.get("TFVAE_TF_LOGS") == "1":
+        from tfvae import cli
+
+        return cli.main()
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     return _import_quietly().main()
 

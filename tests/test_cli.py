@@ -104,6 +104,22 @@ def test_commands_print_nothing_of_tensorflow(tmp_path):
         assert out in result.stdout
 
 
+def test_tensorflow_logs_on_request():
+    env = {
+        **{
+            k: v
+            for k, v in subprocess_environment().items()
+            if k != "TF_CPP_MIN_LOG_LEVEL"
+        },
+        "TFVAE_TF_LOGS": "1",
+        "TF_CPP_MIN_LOG_LEVEL": "0",
+    }
+    result = subprocess.run(
+        [tfvae_command(), "zoo", "list"], capture_output=True, text=True, env=env
+    )
+    assert result.returncode == 0 and result.stderr.strip(), result.stderr
+
+
 def test_a_failed_import_still_shows_what_it_printed(tmp_path):
     """The launcher hides TensorFlow's start-up lines, not its failures."""
     (tmp_path / "tensorflow.py").write_text(

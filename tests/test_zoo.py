@@ -454,8 +454,14 @@ def test_a_non_editable_install_ships_the_presets(tmp_path):
             ignore=shutil.ignore_patterns("__pycache__"),
         )
     env = {**os.environ, "PYTHONPATH": str(target), "TF_CPP_MIN_LOG_LEVEL": "3"}
-    for cwd, home in ((tmp_path, target), (checkout, checkout)):
-        script = NON_EDITABLE + (
+    editable = {k: v for k, v in env.items() if k != "PYTHONPATH"}
+    cases = [
+        (tmp_path, target, NON_EDITABLE, env),  # installed, used elsewhere
+        (checkout, checkout, NON_EDITABLE, env),  # installed, in a clone's root
+        (ROOT, ROOT, "", editable),  # `pip install -e .`, in the clone's root
+    ]
+    for cwd, home, prefix, env in cases:
+        script = prefix + (
             "import tfvae\n"
             f"assert tfvae.__file__.startswith({str(home)!r}), tfvae.__file__\n"
             "m = tfvae.zoo.load('vae_bernoulli_bmnist_2d')\n"
