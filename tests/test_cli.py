@@ -87,6 +87,7 @@ def test_commands_print_nothing_of_tensorflow(tmp_path):
     png = tmp_path / "s.png"
     for args, out in (
         (["zoo", "list"], "vae_bernoulli_bmnist_2d\n"),
+        (["--help"], "usage: tfvae"),
         (["sample", "vae_bernoulli_bmnist_2d", "--out", png], f"wrote {png}"),
         (
             ["export", "vae_bernoulli_bmnist_2d", tmp_path / "e"],
