@@ -148,7 +148,16 @@ def test_help_from_the_command():
 
 
 @pytest.mark.parametrize(
-    "command", ["train", "evaluate", "sample", "reconstruct", "traverse", "export"]
+    "command",
+    [
+        "train",
+        "evaluate",
+        "sample",
+        "reconstruct",
+        "traverse",
+        "pseudo-inputs",
+        "export",
+    ],
 )
 def test_every_subcommand_has_help(command, capsys):
     with pytest.raises(SystemExit) as exit_info:
@@ -416,3 +425,24 @@ def test_errors_print_one_line_without_a_traceback(args, match, tmp_path):
         timeout=300,
     )
     assert_one_line_error(result, match)
+
+
+def test_pseudo_inputs_draws_the_vampprior_pseudo_inputs(tmp_path, capsys):
+    model = tfvae.VAE(
+        input_shape=(784,), latent_dim=2, hidden_units=(8,), prior="vamp:5", kl="mc"
+    )
+    raw = model.prior.raw_pseudo_inputs
+    raw.assign(np.random.default_rng(0).uniform(-0.5, 1.5, raw.shape))
+    model.save(tmp_path / "vamp.keras")
+    out = tmp_path / "u.png"
+    assert (
+        cli.main(["pseudo-inputs", str(tmp_path / "vamp.keras"), "--out", str(out)])
+        == 0
+    )
+    picture = read_png(out)
+    assert picture.shape[0] == 28 + 2 and picture.shape[1] > 5 * 28  # one row of 5
+    # The grid shows u = clip(w, 0, 1): its grey levels span [0, 255].
+    assert picture.min() == 0 and picture.max() == 255
+    other = str(tmp_path / "v.png")
+    assert cli.main(["pseudo-inputs", "vae_gaussian_digits", "--out", other]) == 2
+    assert "no pseudo-inputs" in capsys.readouterr().err

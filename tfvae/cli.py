@@ -163,6 +163,12 @@ def _parser():
     traverse.add_argument("--range", type=_positive_float, default=2.5, dest="extent")
     _picture_arguments(traverse, "traversal.png")
 
+    pseudo = commands.add_parser(
+        "pseudo-inputs", help="the learned pseudo-inputs of a VampPrior model"
+    )
+    pseudo.add_argument("model_path", metavar="MODEL")
+    _picture_arguments(pseudo, "pseudo_inputs.png")
+
     zoo = commands.add_parser(
         "zoo", help="pretrained presets: list, info, verify, publish"
     )
@@ -353,6 +359,16 @@ def _reconstruct(args):
     return _write_picture(args, np.concatenate(rows), model)
 
 
+def _pseudo_inputs(args):
+    model = _load_model(args.model_path)
+    if not hasattr(model.prior, "pseudo_inputs"):
+        raise UsageError(
+            f"{args.model_path} has a {type(model.prior).__name__} prior, which has "
+            "no pseudo-inputs; expected a model with a VampPrior (--prior vamp:K)"
+        )
+    return _write_picture(args, model.prior.pseudo_inputs().numpy(), model)
+
+
 def _traverse(args):
     import numpy as np
 
@@ -440,6 +456,7 @@ _COMMANDS = {
     "sample": _sample,
     "reconstruct": _reconstruct,
     "traverse": _traverse,
+    "pseudo-inputs": _pseudo_inputs,
     "export": _export,
     "zoo": _zoo,
 }
@@ -468,7 +485,7 @@ def main(argv=None):
 
 
 # The commands that write a picture to --out.
-_PICTURE_COMMANDS = ("sample", "reconstruct", "traverse")
+_PICTURE_COMMANDS = ("sample", "reconstruct", "traverse", "pseudo-inputs")
 
 
 def _one_line(error):
