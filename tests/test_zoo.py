@@ -382,6 +382,7 @@ def test_the_zoo_has_the_promised_presets():
         "vae_bernoulli_bmnist",
         "vae_bernoulli_bmnist_2d",
         "vae_gaussian_digits",
+        "vae_vampprior_bmnist",
     ]
 
 
