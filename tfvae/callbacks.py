@@ -101,23 +101,22 @@ class BackupAndRestore(keras.callbacks.BackupAndRestore):
     @classmethod
     def completed_epochs(cls, backup_dir):
         """The epochs completed by the state a run in `backup_dir` resumes from."""
-        if not os.path.isdir(backup_dir):
-            return 0
-        states = sorted(n for n in os.listdir(backup_dir) if n.startswith(cls._PREFIX))
+        states = cls._states_in(backup_dir)
         if not states:
             return 0
         path = os.path.join(backup_dir, states[-1], "training_metadata.json")
         with open(path) as file:
             return int(json.load(file)["epoch"])
 
-    def _states(self):
-        if not os.path.isdir(self.backup_dir):
+    @classmethod
+    def _states_in(cls, backup_dir):
+        """The complete backup states in `backup_dir`, oldest first."""
+        if not os.path.isdir(backup_dir):
             return []
-        return sorted(
-            name
-            for name in os.listdir(self.backup_dir)
-            if name.startswith(self._PREFIX)
-        )
+        return sorted(n for n in os.listdir(backup_dir) if n.startswith(cls._PREFIX))
+
+    def _states(self):
+        return self._states_in(self.backup_dir)
 
     def _use(self, name):
         folder = os.path.join(self.backup_dir, name)

@@ -70,10 +70,10 @@ def _check_discrete(model, x):
     values = model.likelihood.discrete_values
     if values is None:
         return
-    arrays = [np.asarray(a) for a in tf.nest.flatten(model.as_arrays(x))[:1]]
-    outside = ~np.isin(arrays[0], np.asarray(values, arrays[0].dtype))
+    data = np.asarray(tf.nest.flatten(model.as_arrays(x))[0])  # x, not labels
+    outside = ~np.isin(data, np.asarray(values, data.dtype))
     if outside.any():
-        example = arrays[0][outside].flat[0]
+        example = data[outside].flat[0]
         raise ValueError(
             f"the {type(model.likelihood).__name__} gives a probability to the "
             f"values {list(values)} only, but the data holds others (e.g. "

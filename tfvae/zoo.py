@@ -87,9 +87,8 @@ def _unknown(name):
     )
 
 
-def _folder(name):
+def _folder(name, registry):
     """The local folder of a preset name or path, and its expected sha256."""
-    registry = _registry()
     if name in registry:
         return str(_presets_root() / name), registry[name]
     if os.path.isdir(os.fspath(name)):
@@ -116,7 +115,8 @@ def _verified(name, sha256=None, cache_dir=None):
             )
         cache_dir = cache_dir or os.path.join(data.search_path()[-1], "presets")
         return _download_preset(name, sha256, cache_dir), sha256
-    folder, expected = _folder(name)
+    registry = _registry()
+    folder, expected = _folder(name, registry)
     if expected is not None and sha256 is not None and sha256 != expected:
         raise PresetError(
             f"Preset {name!r} has sha256 {expected} in the registry; "
@@ -125,7 +125,6 @@ def _verified(name, sha256=None, cache_dir=None):
     actual = _manifest.verify(folder, expected or sha256, what=f"preset {name!r}")
     with open(os.path.join(folder, "metadata.json")) as file:
         shipped_name = json.load(file).get("name")
-    registry = _registry()
     if expected is None and shipped_name in registry:
         if registry[shipped_name] != actual:
             raise PresetError(
