@@ -91,9 +91,16 @@ def _parser():
     train.add_argument("--objective", choices=["elbo", "iwae"])
     train.add_argument(
         "--inference",
-        choices=["bottom_up", "ladder"],
-        help="hvae inference model: bottom_up (q(z_2|z_1), default) or ladder "
-        "(top-down, Sønderby et al. 2016)",
+        choices=["bottom_up", "ladder", "top_down"],
+        help="hvae inference model: bottom_up (q(z_2|z_1), default), ladder "
+        "(top-down, Sønderby et al. 2016) or top_down (q(z_1|x, z_2) a learned "
+        "network, Tomczak & Welling 2018)",
+    )
+    train.add_argument(
+        "--skip",
+        action="store_const",
+        const=True,
+        help="hvae decoder p(x|z_1, ..., z_L), a function of every layer",
     )
     train.add_argument(
         "--dataset", help="binarized_mnist, mnist, fashion_mnist, digits or a file"
@@ -373,7 +380,7 @@ def _traverse(args):
     import numpy as np
 
     model = _load_model(args.model_path)
-    dim = model.latent_dims[0]
+    dim = model.decode_dim
     i, j = args.dims
     if not (0 <= i < dim and 0 <= j < dim and i != j):
         raise UsageError(

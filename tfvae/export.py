@@ -39,7 +39,7 @@ def _endpoints(model):
     """
     x_specs = model.input_signature()
     condition_specs = model.condition_signature()
-    z_dim = model.latent_dims[0]
+    z_dim = model.decode_dim
     z_spec = tf.TensorSpec((None, z_dim), tf.float32, name="z")
     count_spec = tf.TensorSpec((), tf.int32, name="num_samples")
     seed_spec = tf.TensorSpec((), tf.int32, name="seed")

@@ -9,7 +9,7 @@ from tfvae.distributions import precision_weighted, reparameterize
 from tfvae.latent import NOTHING_PREPARED, Chain, LatentLayer, LatentVariableModel
 from tfvae.networks import mlp
 
-_INFERENCES = ("bottom_up", "ladder")
+_INFERENCES = ("bottom_up", "ladder", "top_down")
 
 
 def _hidden_units_per_layer(hidden_units, latent_dims):
@@ -52,13 +52,22 @@ class HierarchicalVAE(LatentVariableModel):
       sigma_q^-2 = s_l^-2 + sigma_l^-2, mu_q = sigma_q^2 (m_l s_l^-2 +
       mu_l sigma_l^-2). Sampling runs top-down, so the upper layers take part
       in inference, and the model has no more weights than `"bottom_up"`.
-    The generative model is the same Markov chain for both. Layer l's
-    networks (the inference network f_l and the generative network of
-    p(z_{l-1}|z_l), with z_0 = x) are MLPs with `hidden_units[l - 1]`, the
-    generative one in reverse order.
+    - `"top_down"`: the same factorization and upward pass as `"ladder"`,
+      but q(z_l|x, z_{l+1}) for l < L is a learned function of both, a
+      diagonal Gaussian from a merge network on the concatenation [d_l,
+      z_{l+1}] (one hidden layer of layer l's last width), as in the
+      two-layer HVAE of Tomczak & Welling (2018), whose q(z_1|x, z_2) is
+      an MLP of x and z_2. It costs a merge network per layer below the top.
+    The generative model is the same Markov chain for all three, unless
+    `skip=True` lets x depend on every layer: p(x|z_1, ..., z_L), the
+    decoder's input the concatenation [z_1, ..., z_L] (Tomczak & Welling's
+    p(x|z_1, z_2)). Without it an upper layer reaches x only through the
+    layers below, and tends to collapse. Layer l's networks (the inference
+    network f_l and the generative network of p(z_{l-1}|z_l), with z_0 = x)
+    are MLPs with `hidden_units[l - 1]`, the generative one in reverse order.
 
     Mathematical details:
-    ELBO(x) = E_q[log p(x|z_1) + sum_{l<L} log p(z_l|z_{l+1}) + log p(z_L)
+    ELBO(x) = E_q[log p(x|z_1) (log p(x|z_1..z_L) with `skip`) + sum_{l<L} log p(z_l|z_{l+1}) + log p(z_L)
     - sum_l log q(z_l|z_{l-1})], estimated by ancestral reparameterized
     sampling through the inference chain. The KL of layer l < L is the
     single-sample ratio kl_l = log q(z_l|.) - log p(z_l|z_{l+1}); the top
@@ -90,8 +99,11 @@ class HierarchicalVAE(LatentVariableModel):
             applied to the reported `elbo`.
         objective: `"elbo"` (default) or `"iwae"`, the importance-weighted
             bound with K = `num_samples` over whole chains; see `tfvae.VAE`.
-        inference: `"bottom_up"` (default) or `"ladder"`, the inference
-            model described above.
+        inference: `"bottom_up"` (default), `"ladder"` or `"top_down"`, the
+            inference model described above.
+        skip: `True` makes the decoder p(x|z_1, ..., z_L), a function of
+            every layer; `decode` then takes the concatenation [z_1, ...,
+            z_L] (`decode_dim` wide). `False` (default): p(x|z_1).
         gated: `True` makes every hidden layer a `tfvae.layers.GatedDense`,
             activation(W x + b) * sigmoid(V x + c).
         prior: p(z_L): `"standard_normal"` (the default) or a
@@ -129,6 +141,7 @@ class HierarchicalVAE(LatentVariableModel):
         inference="bottom_up",
         gated=False,
         prior="standard_normal",
+        skip=False,
         seed=None,
         **kwargs,
     ):
@@ -137,6 +150,7 @@ class HierarchicalVAE(LatentVariableModel):
         )
         self.inference = _checks.one_of(inference, "inference", _INFERENCES)
         self.gated = _checks.one_of(gated, "gated", (False, True))
+        self.skip = _checks.one_of(skip, "skip", (False, True))
         self.latent_dims = _checks.shape_tuple(latent_dims, "latent_dims")
         self.hidden_units = _hidden_units_per_layer(hidden_units, self.latent_dims)
         keras.activations.get(activation)
@@ -153,11 +167,18 @@ class HierarchicalVAE(LatentVariableModel):
             )
             for i, units in enumerate(self.hidden_units)
         ]
+        if self.inference == "top_down":
+            # merge_networks[i] maps [d_{i+1}, z_{i+2}] to features of z_{i+1}.
+            self.merge_networks = [
+                mlp(units[-1:], activation, name=f"merge_{i + 1}", gated=gated)
+                for i, units in enumerate(self.hidden_units[:-1])
+            ]
         self.posteriors = [
             heads.DiagonalGaussianHead(event_shape=(dim,), name=f"posterior_{i + 1}")
             for i, dim in enumerate(self.latent_dims)
         ]
-        # generative_networks[i] maps z_{i+1} to the features of z_i (x for i=0).
+        # generative_networks[i] maps z_{i+1} to the features of z_i (x for
+        # i=0; from [z_1, ..., z_L] under `skip`).
         self.generative_networks = [
             mlp(units[::-1], activation, name=f"generative_{i + 1}", gated=gated)
             for i, units in enumerate(self.hidden_units)
@@ -194,10 +215,10 @@ class HierarchicalVAE(LatentVariableModel):
     def has_top_posterior(self):
         # Under bottom-up inference, q(z_L|x) for L > 1 integrates over the
         # layers below: it is not a Gaussian function of x.
-        return self.inference == "ladder" or self.num_layers == 1
+        return self.inference != "bottom_up" or self.num_layers == 1
 
     def top_posterior(self, x, training=None):
-        """q(z_L | x): the top of the upward pass (ladder inference, or L = 1)."""
+        """q(z_L | x): the top of the upward pass (ladder or top-down, or L = 1)."""
         if not self.has_top_posterior:
             return super().top_posterior(x, training)
         h = x
@@ -219,16 +240,28 @@ class HierarchicalVAE(LatentVariableModel):
         layers.append(self.top_layer(posteriors[-1], z[-1]))
         return layers
 
-    def decode(self, z_1, training=None):
-        """Returns p(x|z_1), a `tfd.Distribution` with the data's event shape."""
-        features = self.generative_networks[0](z_1, training=training)
+    def decode(self, z, training=None):
+        """p(x|z), a `tfd.Distribution` with the data's event shape.
+
+        z is z_1, or under `skip=True` the concatenation [z_1, ..., z_L]
+        (`decoder_latent` of the per-layer values), `decode_dim` wide.
+        """
+        features = self.generative_networks[0](z, training=training)
         return self.likelihood(features)
+
+    @property
+    def decode_dim(self):
+        return sum(self.latent_dims) if self.skip else self.latent_dims[0]
+
+    def decoder_latent(self, z):
+        return ops.concatenate(z, axis=-1) if self.skip else z[0]
 
     def encode(self, x, sample=True, seed=None, training=None):
         """The posteriors of z_1 ... z_L along one ancestral sample.
 
         q(z_1|x), q(z_2|z_1), ... under `"bottom_up"` inference; q(z_1|x, z_2),
-        ..., q(z_L|x) under `"ladder"`, where the sample runs top-down.
+        ..., q(z_L|x) under `"ladder"` and `"top_down"`, where the sample runs
+        top-down.
 
         Args:
             x: a batch of examples.
@@ -254,7 +287,7 @@ class HierarchicalVAE(LatentVariableModel):
 
     def _mean_chain(self, x, training=None):
         """The posteriors along the chain of posterior means, z_1 first."""
-        if self.inference == "ladder":
+        if self.inference != "bottom_up":
             zeros = [ops.zeros((1, ops.shape(x)[0], dim)) for dim in self.latent_dims]
             return self._posterior_chain(x, zeros, training)[0]
         posteriors, h = [], x
@@ -271,9 +304,9 @@ class HierarchicalVAE(LatentVariableModel):
         z_{l+1}, for l < L. The layer sampled first (`_per_example_layer`) has
         a posterior of batch (B,); the others have batch (S*B,). Bottom-up
         inference needs no conditionals: with `with_conditionals=False` they
-        are left out (None); ladder inference computes them anyway.
+        are left out (None); ladder and top-down inference compute them anyway.
         """
-        if self.inference == "ladder":
+        if self.inference != "bottom_up":
             return self._ladder_chain(x, noise, training)
         posteriors, samples = [], []
         h = x
@@ -294,17 +327,24 @@ class HierarchicalVAE(LatentVariableModel):
         return posteriors, samples, conditionals
 
     def _ladder_chain(self, x, noise, training=None):
-        """`_posterior_chain` under ladder inference: up, then sample down."""
-        estimates, h = [], x
+        """`_posterior_chain` under ladder or top-down inference: up, then down."""
+        upward, h = [], x
         for layer in range(1, self.num_layers + 1):
             h = self.inference_networks[layer - 1](h, training=training)
-            estimates.append(self.posteriors[layer - 1](h))
-        q = estimates[-1]
+            upward.append(h)
+        q = self.posteriors[-1](h)
         z = ops.reshape(reparameterize(q, noise[-1]), (-1, self.latent_dims[-1]))
         posteriors, samples, conditionals = [q], [z], []
+        num_samples = ops.shape(noise[0])[0]
         for layer in range(self.num_layers - 1, 0, -1):
             p = self._conditional(layer, z, training)
-            q = precision_weighted(estimates[layer - 1], p)
+            d = upward[layer - 1]
+            if self.inference == "top_down":  # d is (B, .); z is (S*B, .)
+                merged = ops.concatenate([ops.tile(d, (num_samples, 1)), z], axis=-1)
+                features = self.merge_networks[layer - 1](merged, training=training)
+                q = self.posteriors[layer - 1](features)
+            else:
+                q = precision_weighted(self.posteriors[layer - 1](d), p)
             z = reparameterize(
                 q, ops.reshape(noise[layer - 1], ops.shape(p.distribution.loc))
             )
@@ -331,7 +371,9 @@ class HierarchicalVAE(LatentVariableModel):
             for p, z_l in zip(conditionals, z[:-1], strict=True)
         ]
         log_p.append(per_sample(self.prior.log_prob(z[-1], prepared=prepared.prior)))
-        features = self.generative_networks[0](z[0], training=training)
+        features = self.generative_networks[0](
+            self.decoder_latent(z), training=training
+        )
         log_px = self.likelihood.log_likelihood(
             features, x, num_samples, prepared=prepared.likelihood
         )
@@ -342,10 +384,11 @@ class HierarchicalVAE(LatentVariableModel):
         return Chain(log_px=log_px, log_q=log_q, log_p=log_p, kl_top=kl_top)
 
     def generate(self, noise):
-        z = self.prior.sample_from_noise(noise[-1])
+        z = [self.prior.sample_from_noise(noise[-1])]
         for layer in range(self.num_layers - 1, 0, -1):
-            z = reparameterize(self._conditional(layer, z), noise[layer - 1])
-        return self.decode(z).mean()
+            p = self._conditional(layer, z[0])
+            z.insert(0, reparameterize(p, noise[layer - 1]))
+        return self.decode(self.decoder_latent(z)).mean()
 
     def get_config(self):
         return {
@@ -357,4 +400,5 @@ class HierarchicalVAE(LatentVariableModel):
             ),
             "inference": self.inference,
             "gated": self.gated,
+            "skip": self.skip,
         }

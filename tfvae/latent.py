@@ -21,7 +21,6 @@ from keras import ops
 from tfvae import _checks, estimators, heads, priors
 from tfvae import noise as noise_lib
 from tfvae import training as training_lib
-from tfvae.distributions import reparameterize
 
 __all__ = ["LatentVariableModel", "Chain", "LatentLayer", "Prepared"]
 
@@ -135,8 +134,26 @@ class LatentVariableModel(training_lib.Trainer):
         raise NotImplementedError
 
     def decode(self, z, training=None):
-        """p(x | z_1), a `tfd.Distribution` with the data's event shape."""
+        """p(x | z), a `tfd.Distribution` with the data's event shape.
+
+        z, of shape (batch, `decode_dim`), is what the decoder sees:
+        `decoder_latent` of the per-layer draws (z_1 unless the model says
+        otherwise).
+        """
         raise NotImplementedError
+
+    @property
+    def decode_dim(self):
+        """The size of `decode`'s z: dim z_1, unless `decoder_latent` says more."""
+        return self.latent_dims[0]
+
+    def decoder_latent(self, z):
+        """The z `decode` takes, from the list of per-layer values z_1 ... z_L.
+
+        z_1 by default; a model whose decoder sees more layers (such as
+        `tfvae.HierarchicalVAE(skip=True)`) overrides this and `decode_dim`.
+        """
+        return z[0]
 
     def generate(self, noise):
         """Decoder means of prior draws driven by per-layer noise (batch, dim)."""
@@ -224,26 +241,31 @@ class LatentVariableModel(training_lib.Trainer):
     # --- what the model computes ----------------------------------------------
 
     def call(self, x, training=None):
-        """The reconstruction: the mean of p(x|z_1) at the posterior mean of z_1."""
+        """The reconstruction: the mean of p(x|z) at the posterior means of z."""
         _checks.check_spec(x, self.input_shape)
-        q = self.encode(x, sample=False, training=training)[0]
-        return self.decode(q.mean(), training).mean()
+        posteriors = self.encode(x, sample=False, training=training)
+        z = self.decoder_latent([q.mean() for q in posteriors])
+        return self.decode(z, training).mean()
 
     def reconstruct(self, x, sample=False, seed=None):
         """Decoder means of x's encodings.
 
         Args:
             x: a batch of examples.
-            sample: `False` decodes the posterior mean of z_1 (the same as
-                `call`); `True` decodes one draw z_1 ~ q(z_1|x) per example.
-            seed: seed of the draw when `sample=True`; the model's seed
-                generator when `None`.
+            sample: `False` decodes the posterior means (the same as `call`);
+                `True` decodes one draw z ~ q(z|x) per example of what the
+                decoder sees (z_1, or every layer's draw given the means of
+                the others under `skip=True`).
+            seed: seed of the draw when `sample=True`, noise of shape
+                (batch, `decode_dim`); the model's seed generator when `None`.
         """
-        q = self.encode(self.check_inputs(x), sample=False)[0]
+        posteriors = self.encode(self.check_inputs(x), sample=False)
+        z = self.decoder_latent([q.mean() for q in posteriors])
         if not sample:
-            return self.decode(q.mean()).mean()
-        noise = keras.random.normal(ops.shape(q.mean()), seed=self._seed(seed))
-        return self.decode(reparameterize(q, noise)).mean()
+            return self.decode(z).mean()
+        scale = self.decoder_latent([q.stddev() for q in posteriors])
+        noise = keras.random.normal(ops.shape(z), seed=self._seed(seed))
+        return self.decode(z + scale * noise).mean()
 
     def sample(self, num_samples, seed=None):
         """Decoder means of `num_samples` draws from the generative model.

@@ -57,6 +57,7 @@ DEFAULTS = {
     "objective": "elbo",
     "inference": "bottom_up",
     "gated": False,
+    "skip": False,
     "dataset": "binarized_mnist",
     "binarize": None,
     "dequantize": None,
@@ -202,6 +203,7 @@ def build_model(config, input_shape):
         latent_dims=_widths(config["latent_dims"]),
         hidden_units=tuple(_widths(layer) for layer in str(hidden).split(";")),
         inference=config["inference"],
+        skip=config["skip"],
         **common,
     )
 
@@ -243,8 +245,12 @@ _OPTION_TYPES = {
         "a number >= 0",
     ),
     "objective": (lambda v: v in ("elbo", "iwae"), "elbo or iwae"),
-    "inference": (lambda v: v in ("bottom_up", "ladder"), "bottom_up or ladder"),
+    "inference": (
+        lambda v: v in ("bottom_up", "ladder", "top_down"),
+        "bottom_up, ladder or top_down",
+    ),
     "gated": (lambda v: isinstance(v, bool), "true or false"),
+    "skip": (lambda v: isinstance(v, bool), "true or false"),
     "dataset": (lambda v: isinstance(v, str), "a dataset name or file"),
     "binarize": (lambda v: v in (None, "dynamic"), "dynamic or unset"),
     "dequantize": (lambda v: v in (None, "uniform"), "uniform or unset"),
@@ -283,6 +289,11 @@ def check(config):
         raise ValueError(
             f"--inference {config['inference']} applies to --model hvae only; "
             "expected bottom_up (the default) for --model vae"
+        )
+    if config["model"] == "vae" and config["skip"]:
+        raise ValueError(
+            "--skip applies to --model hvae only (a VAE's decoder sees its one "
+            "layer); expected it unset for --model vae"
         )
     priors.get(config["prior"])  # a bad name is refused before any work
     if config["model"] != "vae" and config["kl"] is not None:
