@@ -85,6 +85,11 @@ def check_protocol(model, x):
     assert generated.shape == (2, *model.input_shape)
     assert model.sample(2, seed=2).shape == (2, *model.input_shape)
     assert model.floats_per_sample() > 0
+    # `call` decodes what the decoder sees of the posterior means.
+    means = [q.mean() for q in model.encode(x_tensor, sample=False)]
+    z = model.decoder_latent(means)
+    assert z.shape == (batch, model.decode_dim)
+    np.testing.assert_allclose(model(x_tensor), model.decode(z).mean(), rtol=1e-6)
 
 
 def check_export(model, x, folder):
@@ -93,7 +98,7 @@ def check_export(model, x, folder):
     served = tf.saved_model.load(path).signatures
     x_tensor = tf.constant(x, tf.float32)
     z = tf.constant(
-        np.random.default_rng(0).normal(size=(len(x), model.latent_dims[0])),
+        np.random.default_rng(0).normal(size=(len(x), model.decode_dim)),
         tf.float32,
     )
     expected = {

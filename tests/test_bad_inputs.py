@@ -121,6 +121,7 @@ CLI_ROWS = [
     ),
     (["train", "--model", "hvae", "--kl", "mc", *DIGITS], "applies to --model vae"),
     (["train", "--inference", "ladder", *DIGITS], "applies to --model hvae only"),
+    (["train", "--skip", *DIGITS], "--skip applies to --model hvae only"),
     (
         ["train", "--dataset", "mnist", "--early-stopping", "3", "--out", "r"],
         "needs a validation split",

@@ -266,7 +266,8 @@ def test_train_from_a_config_file(tmp_path, suffix, binarized_mnist):
         "warmup": 2,
         "objective": "iwae",
         "num_samples": 3,
-        "inference": "ladder",
+        "inference": "top_down",
+        "skip": True,
         "gated": True,
     }
     path = tmp_path / f"config.{suffix}"
@@ -280,7 +281,7 @@ def test_train_from_a_config_file(tmp_path, suffix, binarized_mnist):
     saved = json.loads((tmp_path / "run" / "run.json").read_text())
     assert saved["model"] == "hvae" and saved["warmup"] == 2
     model = keras.models.load_model(tmp_path / "run" / "model.keras")
-    assert model.inference == "ladder" and model.gated is True
+    assert model.inference == "top_down" and model.skip and model.gated is True
 
 
 @pytest.mark.slow

@@ -93,27 +93,87 @@ def hand_elbo_two_layers_ladder(model, x, noise):
     return (log_px - kl_1 - kl_2).mean(0)
 
 
-@pytest.mark.parametrize("inference", ["bottom_up", "ladder"])
+def hand_elbo_two_layers_top_down(model, x, noise):
+    """Top-down inference, z_2 ~ q(z_2|x) and z_1 ~ q(z_1|x, z_2) from the
+    merge network on [d_1, z_2]; with `skip` the decoder sees [z_1, z_2]."""
+    d1 = model.latent_dims[0]
+    e1, e2 = noise[..., :d1], noise[..., d1:]
+    act = "tanh"
+    up_1 = dense(x, model.inference_networks[0].layers[-1], act)  # (B, 8)
+    mu2, s2 = gaussian_params(
+        dense(up_1, model.inference_networks[1].layers[-1], act), model.posteriors[1]
+    )
+    z2 = mu2 + s2 * e2  # (S, B, d2)
+    merged = np.concatenate([np.broadcast_to(up_1, (len(z2), *up_1.shape)), z2], -1)
+    mu1, s1 = gaussian_params(
+        dense(merged, model.merge_networks[0].layers[-1], act), model.posteriors[0]
+    )
+    z1 = mu1 + s1 * e1
+    pm, ps = gaussian_params(
+        dense(z2, model.generative_networks[1].layers[-1], act), model.conditionals[0]
+    )
+    decoded = np.concatenate([z1, z2], -1) if model.skip else z1
+    logits = dense(
+        dense(decoded, model.generative_networks[0].layers[-1], act), model.likelihood
+    )
+    log_px = (x * log_sigmoid(logits) + (1 - x) * log_sigmoid(-logits)).sum(-1)
+    kl_1 = (normal_log_density(z1, mu1, s1) - normal_log_density(z1, pm, ps)).sum(-1)
+    kl_2 = 0.5 * (mu2**2 + s2**2 - 1 - np.log(s2**2)).sum(-1)  # closed form, top
+    return (log_px - kl_1 - kl_2).mean(0)
+
+
+HAND_ELBOS = {
+    "bottom_up": hand_elbo_two_layers,
+    "ladder": hand_elbo_two_layers_ladder,
+    "top_down": hand_elbo_two_layers_top_down,
+}
+
+
+@pytest.mark.parametrize(
+    "inference, skip",
+    [("bottom_up", False), ("ladder", False), ("top_down", False), ("top_down", True)],
+)
 @pytest.mark.parametrize("num_samples", [1, 3])
-def test_two_layer_elbo_equals_hand_computation(num_samples, inference):
-    model = small_hvae(inference=inference)
+def test_two_layer_elbo_equals_hand_computation(num_samples, inference, skip):
+    model = small_hvae(inference=inference, skip=skip)
     randomize_biases(model)
     x = X_BIN[:10]
     noise = keras.random.normal((num_samples, 10, 6), seed=3).numpy()
     elbo = model.elbo(x, num_samples=num_samples, seed=3).numpy()
-    hand = (
-        hand_elbo_two_layers
-        if inference == "bottom_up"
-        else hand_elbo_two_layers_ladder
-    )
-    expected = hand(model, x.astype("float64"), noise)
+    expected = HAND_ELBOS[inference](model, x.astype("float64"), noise)
     np.testing.assert_allclose(elbo, expected, atol=1e-4, rtol=1e-6)
 
 
-@pytest.mark.parametrize("inference", ["bottom_up", "ladder"])
+def test_skip_makes_the_decoder_see_every_layer():
+    model = small_hvae(latent_dims=(5, 3, 2), hidden_units=((8,), (), (4,)), skip=True)
+    randomize_biases(model)
+    assert model.decode_dim == 10
+    x = X_BIN[:6]
+    means = [q.mean() for q in model.encode(x, sample=False)]
+    z = model.decoder_latent(means)
+    np.testing.assert_array_equal(z, np.concatenate(means, axis=-1))
+    np.testing.assert_allclose(model(x), model.decode(z).mean(), rtol=1e-6)
+    # Every layer reaches x directly: a change of z_3 alone changes p(x|z).
+    moved = np.concatenate([means[0], means[1], means[2] + 1.0], axis=-1)
+    assert not np.allclose(model.decode(moved).mean(), model.decode(z).mean())
+    # A draw for `reconstruct(sample=True)` is mean + scale * noise of (B, 10).
+    scales = np.concatenate([q.stddev() for q in model.encode(x, sample=False)], -1)
+    noise = keras.random.normal((6, 10), seed=4)
+    np.testing.assert_allclose(
+        model.reconstruct(x, sample=True, seed=4),
+        model.decode(z + scales * noise).mean(),
+        rtol=1e-6,
+    )
+    with pytest.raises(ValueError, match="skip"):
+        small_hvae(skip="yes")
+
+
+@pytest.mark.parametrize("inference", ["bottom_up", "ladder", "top_down"])
 @pytest.mark.parametrize("num_samples", [1, 3])
 def test_one_layer_equals_the_vae(num_samples, inference):
-    hvae = small_hvae(latent_dims=(3,), hidden_units=((8,),), inference=inference)
+    hvae = small_hvae(
+        latent_dims=(3,), hidden_units=((8,),), inference=inference, skip=True
+    )
     vae = tfvae.VAE(
         input_shape=(12,), latent_dim=3, hidden_units=(8,), activation="tanh"
     )
@@ -133,13 +193,13 @@ def test_one_layer_equals_the_vae(num_samples, inference):
     np.testing.assert_allclose(hvae.sample(4, seed=2), vae.sample(4, seed=2), rtol=1e-6)
 
 
-@pytest.mark.parametrize("inference", ["bottom_up", "ladder"])
+@pytest.mark.parametrize("inference", ["bottom_up", "ladder", "top_down"])
 def test_one_sample_elbo_is_unbiased(inference):
     # For each of 4 examples: 4000 single-sample estimates, against 200
     # estimates of 100 samples each. The means agree within 4 standard errors
     # of their difference; examples are kept apart, so a mix-up of samples
     # between examples in the many-sample path would show.
-    model = small_hvae(inference=inference)
+    model = small_hvae(inference=inference, skip=inference == "top_down")
     randomize_biases(model, scale=1.0)
     one = model.elbo(np.repeat(X_BIN[:4], 4000, axis=0), seed=1).numpy().reshape(4, -1)
     many = model.elbo(np.repeat(X_BIN[:4], 200, axis=0), num_samples=100, seed=2)
@@ -167,16 +227,24 @@ def test_sample_shape_and_range(likelihood, low, high):
     np.testing.assert_array_equal(samples, model.sample(7, seed=0))
 
 
-@pytest.mark.parametrize("inference", ["bottom_up", "ladder"])
-def test_any_number_of_layers_and_the_methods(inference):
+@pytest.mark.parametrize(
+    "inference, skip",
+    [("bottom_up", False), ("ladder", False), ("top_down", False), ("top_down", True)],
+)
+def test_any_number_of_layers_and_the_methods(inference, skip):
     model = small_hvae(
-        latent_dims=(5, 3, 2), hidden_units=((8,), (), (4, 4)), inference=inference
+        latent_dims=(5, 3, 2),
+        hidden_units=((8,), (), (4, 4)),
+        inference=inference,
+        skip=skip,
     )
     x = X_BIN[:6]
     posteriors = model.encode(x, seed=1)
     assert [q.event_shape for q in posteriors] == [(5,), (3,), (2,)]
     assert all(q.batch_shape == (6,) for q in posteriors)
-    assert model.decode(posteriors[0].mean()).event_shape == (12,)
+    z = model.decoder_latent([q.mean() for q in posteriors])
+    assert z.shape == (6, model.decode_dim) and model.decode_dim == (10 if skip else 5)
+    assert model.decode(z).event_shape == (12,)
     assert model(x).shape == (6, 12)
     np.testing.assert_allclose(model.reconstruct(x), model(x), rtol=1e-6)
     assert model.reconstruct(x, sample=True, seed=2).shape == (6, 12)
@@ -272,6 +340,7 @@ def test_free_bits_stop_the_kl_gradient_below_the_threshold():
         {"likelihood": heads.GaussianHead(scale=0.3), "num_samples": 2, "beta": 0.5},
         {"latent_dims": (3,), "hidden_units": ((),), "free_bits": 0.5, "seed": 3},
         {"inference": "ladder"},
+        {"inference": "top_down", "skip": True, "prior": "vamp:3"},
     ],
 )
 def test_the_shared_model_test(kwargs, tmp_path):
@@ -283,7 +352,7 @@ def test_the_shared_model_test(kwargs, tmp_path):
     )
     # The export round trip of both inference models (test_export checks
     # them in a TensorFlow-only process).
-    export = kwargs in ({}, {"inference": "ladder"})
+    export = kwargs == {} or "inference" in kwargs
     run_model_test(
         tfvae.HierarchicalVAE, {**config, **kwargs}, X_BIN[:5], tmp_path, export=export
     )
@@ -303,9 +372,10 @@ def test_the_shared_model_test(kwargs, tmp_path):
         ({"free_bits": -0.5}, "free_bits=-0.5"),
         ({"likelihood": "laplace"}, "Valid names"),
         (
-            {"inference": "top_down"},
-            r"\('bottom_up', 'ladder'\). Received: inference='top_down'",
+            {"inference": "sideways"},
+            r"\('bottom_up', 'ladder', 'top_down'\). Received: inference='sideways'",
         ),
+        ({"skip": "yes"}, r"Received: skip=.yes."),
     ],
 )
 def test_bad_constructor_arguments(kwargs, match):

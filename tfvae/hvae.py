@@ -67,12 +67,13 @@ class HierarchicalVAE(LatentVariableModel):
     are MLPs with `hidden_units[l - 1]`, the generative one in reverse order.
 
     Mathematical details:
-    ELBO(x) = E_q[log p(x|z_1) (log p(x|z_1..z_L) with `skip`) + sum_{l<L} log p(z_l|z_{l+1}) + log p(z_L)
-    - sum_l log q(z_l|z_{l-1})], estimated by ancestral reparameterized
-    sampling through the inference chain. The KL of layer l < L is the
-    single-sample ratio kl_l = log q(z_l|.) - log p(z_l|z_{l+1}); the top
-    layer's kl_L = KL(q(z_L|.) || N(0, I)) is the closed form. With L = 1
-    this is `tfvae.VAE` with `kl="analytic"`, for either inference.
+    ELBO(x) = E_q[log p(x|z_1) + sum_{l<L} log p(z_l|z_{l+1}) + log p(z_L)
+    - sum_l log q(z_l|.)] (log p(x|z_1, ..., z_L) under `skip`), estimated
+    by ancestral reparameterized sampling through the inference chain. The
+    KL of layer l < L is the single-sample ratio kl_l = log q(z_l|.) -
+    log p(z_l|z_{l+1}); the top layer's kl_L = KL(q(z_L|.) || N(0, I)) is the
+    closed form. With L = 1 this is `tfvae.VAE` with `kl="analytic"`, for
+    any inference.
 
     Metrics of `fit` and `evaluate`, in nats per example: `loss`, `elbo`,
     `reconstruction` (E_q log p(x|z_1)), `kl` (the sum over layers) and

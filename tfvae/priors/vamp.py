@@ -20,7 +20,8 @@ class VampPrior(MixturePrior):
     The components are computed by the model's encoder
     (`model.top_posterior(u)`), so they move with it; the prior's only
     weights are the pseudo-inputs. For a hierarchy it is the prior of the
-    top layer, with q(z_L | x) from the upward pass (`inference="ladder"`).
+    top layer, with q(z_L | x) from the upward pass (`inference="ladder"` or
+    `"top_down"`).
 
     Pseudo-inputs, as in the paper's code: u = clip(w, low, high), the
     hard-tanh of a learned w, so that every u_k stays in the data's range
@@ -81,7 +82,7 @@ class VampPrior(MixturePrior):
             raise ValueError(
                 "A VampPrior needs a model whose top posterior q(z_L | x) depends "
                 "on x alone: tfvae.VAE, or tfvae.HierarchicalVAE with "
-                "inference='ladder' (or one layer). Received: "
+                "inference='ladder' or 'top_down' (or one layer). Received: "
                 f"{type(model).__name__} with inference="
                 f"{getattr(model, 'inference', None)!r}"
             )
