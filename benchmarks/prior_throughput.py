@@ -1,14 +1,15 @@
 """Training throughput of each prior against N(0, I), on the presets' architectures.
 
 The models are those of the zoo's static-MNIST presets: the one-layer VAE
-(784-300-300-40, gated linear layers) and the two-layer ladder HVAE (40, 40;
-300-300 per layer), Bernoulli decoder, the IWAE bound with K = 5, Adam, batch
-100, tfvae's default of 10 steps per execution. For each architecture the same
-network is trained with each prior, in the same process: after one warm-up
-epoch each, runs alternate (N(0, I), then each prior, round after round), so
-that load on a shared machine hits all alike. The figure reported for a prior
-is the median of its per-round ratios (its throughput over N(0, I)'s in the
-same round).
+(784-300-300-40, gated linear layers) and the two-layer HVAE of
+`hvae2_vampprior_bmnist` (40, 40; 300-300 per layer; top-down inference and
+skip connections, `inference="top_down", skip=True`), Bernoulli decoder, the
+IWAE bound with K = 5, Adam, batch 100, tfvae's default of 10 steps per
+execution. For each architecture the same network is trained with each prior,
+in the same process: after one warm-up epoch each, runs alternate (N(0, I),
+then each prior, round after round), so that load on a shared machine hits all
+alike. The figure reported for a prior is the median of its per-round ratios
+(its throughput over N(0, I)'s in the same round).
 
 Usage:
     TFVAE_DATA_DIR=../shared/data python benchmarks/prior_throughput.py
@@ -50,7 +51,8 @@ def build(kind, prior):
     return tfvae.HierarchicalVAE(
         latent_dims=(40, 40),
         hidden_units=((300, 300), (300, 300)),
-        inference="ladder",
+        inference="top_down",
+        skip=True,
         prior=prior,
         **COMMON,
     )

@@ -122,6 +122,13 @@ CLI_ROWS = [
     (["train", "--model", "hvae", "--kl", "mc", *DIGITS], "applies to --model vae"),
     (["train", "--inference", "ladder", *DIGITS], "applies to --model hvae only"),
     (["train", "--skip", *DIGITS], "--skip applies to --model hvae only"),
+    (["train", "--ema", "1.5", "--out", "r"], "--ema: must be in [0, 1)"),
+    (["train", "--grad-clip", "-1", "--out", "r"], "--grad-clip: must be a finite"),
+    (["train", "--skip-threshold", "0", "--out", "r"], "--skip-threshold: must be > 0"),
+    (
+        ["train", "--max-consecutive-skips", "0", "--out", "r"],
+        "--max-consecutive-skips: must be >= 1",
+    ),
     (
         ["train", "--dataset", "mnist", "--early-stopping", "3", "--out", "r"],
         "needs a validation split",

@@ -329,3 +329,17 @@ def test_dequantize_rejects_bad_options(name, kwargs, match):
         data.load(name, "test", **kwargs)
     with pytest.raises(ValueError, match=match):
         data.dataset(name, "test", **kwargs)
+
+
+def test_images_for_a_convolutional_model():
+    flat = data.load("digits", "test")
+    images = data.load("digits", "test", shape=data.image_shape("digits"))
+    assert data.image_shape("digits") == (8, 8, 1)
+    assert images.shape == (len(flat), 8, 8, 1)
+    np.testing.assert_array_equal(images.reshape(len(flat), -1), flat)
+    batch = next(iter(data.dataset("digits", "train", 10, shape=(8, 8, 1))))
+    assert batch.shape == (10, 8, 8, 1)
+    assert data.image_shape("binarized_mnist") == (28, 28, 1)
+    assert data.image_shape("some/file.npz") is None
+    with pytest.raises(ValueError, match=r"cannot be reshaped to shape=\(28, 28, 1\)"):
+        data.load("digits", "test", shape=(28, 28, 1))

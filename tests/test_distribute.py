@@ -115,6 +115,33 @@ def test_mirrored_step_equals_the_single_device_step(kind, objective):
         )
 
 
+def test_mirrored_skips_the_step_one_device_skips():
+    """`compile(skip_threshold=)`: the norm is that of the global update, so
+    2 replicas skip the outlier batch that 1 device skips, and no other."""
+    weights = np.ones(len(X), "float32")
+    weights[100:150] = 1e6  # batch 2 of 4: its gradient is 1e6 times larger
+    results = []
+    for scope in (tf.distribute.get_strategy().scope(), mirrored().scope()):
+        with scope:
+            model = build("ladder", optimizer=keras.optimizers.SGD(0.1))
+            model.compile(optimizer=model.optimizer, skip_threshold=1e4)
+        if results:  # the same starting weights
+            for weight, value in zip(
+                model.trainable_weights, results[0][2], strict=True
+            ):
+                weight.assign(value)
+        before = trainable(model)
+        history = model.fit(
+            X, sample_weight=weights, batch_size=50, verbose=0, shuffle=False
+        ).history
+        results.append((history, trainable(model), before))
+    (one, one_weights, start), (two, two_weights, _) = results
+    assert one["skipped"] == two["skipped"] == [1.0]
+    np.testing.assert_allclose(two["grad_norm"], one["grad_norm"], rtol=1e-5)
+    for a, b, w0 in zip(one_weights, two_weights, start, strict=True):
+        np.testing.assert_allclose(b - w0, a - w0, rtol=1e-4, atol=1e-6)
+
+
 @pytest.mark.parametrize("kind", ["vae", "hvae", "ladder", "vamp"])
 def test_mirrored_fit_evaluate_log_likelihood_and_save(kind, tmp_path):
     with mirrored().scope():

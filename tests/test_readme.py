@@ -191,3 +191,40 @@ def test_the_priors_example_runs_as_written():
     assert scope["u"].shape == (500, 784)
     assert 0.0 <= float(np.min(scope["u"])) and float(np.max(scope["u"])) <= 1.0
     assert scope["loc"].shape == scope["scale"].shape == (500, 40)
+
+
+def test_the_long_runs_example_runs_as_written(tmp_path, monkeypatch):
+    """The README's stability snippet, on 300 random binary images, 2 epochs."""
+    import keras
+
+    import tfvae
+
+    block = _readme_block("Long runs: weight averages, clipping and skipped updates")
+    assert "epochs=100" in block
+    x = (np.random.default_rng(0).random((300, 12)) < 0.3).astype("float32")
+    model = tfvae.VAE(input_shape=(12,), latent_dim=2, hidden_units=(8,))
+    monkeypatch.chdir(tmp_path)
+    scope = {"tfvae": tfvae, "keras": keras, "model": model}
+    scope.update(x_train=x[:200], x_valid=x[200:])
+    exec(block.replace("epochs=100", "epochs=2"), scope)
+    assert sorted(os.listdir("run/checkpoints")) == [
+        "epoch-001.keras",
+        "epoch-002.keras",
+    ]
+    assert model.optimizer.use_ema and model.skip_threshold == 400.0
+
+
+def test_the_convolutional_example_runs_as_written(monkeypatch):
+    """The README's conv snippet on 200 training images, 1 epoch."""
+    import keras
+
+    import tfvae
+
+    block = _readme_block("Convolutional networks")
+    assert "epochs=10" in block
+    load = tfvae.data.load
+    monkeypatch.setattr(tfvae.data, "load", lambda *a, **k: load(*a, **k, limit=200))
+    scope = {"tfvae": tfvae, "keras": keras}
+    exec(block.replace("epochs=10", "epochs=1"), scope)
+    assert scope["x_train"].shape == (200, 28, 28, 1)
+    assert scope["hvae"].decode_dim == 48

@@ -3,6 +3,7 @@
 import json
 import os
 
+import keras
 import numpy as np
 import pytest
 
@@ -165,3 +166,85 @@ def test_a_run_with_a_vampprior_trains_and_resumes_its_pseudo_inputs(tmp_path):
     assert u.shape == (10, 64) and 0.0 <= u.min() and u.max() <= 1.0
     with open(tmp_path / "run" / "run.json") as file:
         assert json.load(file)["prior"] == "vamp:10"
+
+
+def test_a_run_with_the_stability_options(tmp_path):
+    out = tmp_path / "run"
+    config = {
+        **DIGITS,
+        "ema": 0.9,
+        "grad_clip": 5.0,
+        "skip_threshold": 1e4,
+        "max_consecutive_skips": 3,
+    }
+    result = runs.train(config, out, verbose=0)
+    optimizer = result.model.optimizer
+    assert optimizer.use_ema and optimizer.ema_momentum == 0.9
+    assert optimizer.global_clipnorm == 5.0
+    assert result.model.skip_threshold == 1e4
+    assert result.model.max_consecutive_skips == 3
+    with open(out / "history.json") as file:
+        rows = json.load(file)
+    assert [row["skipped"] for row in rows] == [0.0, 0.0]
+    assert all(row["grad_norm"] > 0 for row in rows)
+    # The last checkpoint holds the averages, and so does the returned model.
+    checkpoint = keras.saving.load_model(out / "checkpoints" / "epoch-002.keras")
+    for a, b in zip(
+        checkpoint.trainable_weights, result.model.trainable_weights, strict=True
+    ):
+        np.testing.assert_array_equal(a.numpy(), b.numpy())
+    # The averages are swapped in for the checkpoints and the best weights,
+    # and the training weights back for the backup (tests/test_stability.py).
+    run_callbacks, _ = runs._callbacks(runs.resolve(config), tmp_path / "again")
+    kinds = [type(c).__name__ for c in run_callbacks]
+    assert kinds.index("SwapEMAWeights") < kinds.index("EpochCheckpoint")
+    assert kinds.index("HistoryFile") < kinds.index("_SwapBack")
+    assert kinds.index("_SwapBack") == kinds.index("BackupAndRestore") - 1
+
+
+@pytest.mark.parametrize(
+    "option, value, match",
+    [
+        ("ema", 1.0, "'ema' must be a momentum in"),
+        ("grad_clip", -1.0, "'grad_clip' must be a finite number >= 0"),
+        ("skip_threshold", 0, "'skip_threshold' must be a number > 0"),
+        ("max_consecutive_skips", 0, "'max_consecutive_skips' must be an integer"),
+    ],
+)
+def test_bad_stability_options(option, value, match, tmp_path):
+    with pytest.raises(ValueError, match=match):
+        runs.train({**DIGITS, option: value}, tmp_path / "run", verbose=0)
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_convolutional_run_takes_images(tmp_path):
+    config = {**DIGITS, "architecture": "conv", "epochs": 1}
+    result = runs.train(config, tmp_path / "run", verbose=0)
+    assert result.model.architecture == "conv"
+    assert result.model.input_shape == (8, 8, 1)
+    assert result.model.likelihood.projection == "pixel"
+    hvae = runs.train(
+        {
+            **config,
+            "model": "hvae",
+            "latent_dims": "3,2",
+            "hidden_units": ";8",
+            "inference": "top_down",
+            "skip": True,
+        },
+        tmp_path / "hvae",
+        verbose=0,
+    )
+    assert hvae.model.architecture == "conv" and hvae.model.skip
+
+
+def test_a_convolutional_run_needs_images(tmp_path):
+    path = tmp_path / "flat.npy"
+    np.save(path, np.random.default_rng(0).random((20, 16)).astype("float32"))
+    with pytest.raises(ValueError, match="--architecture conv needs a dataset of"):
+        runs.train(
+            {**DIGITS, "dataset": str(path), "architecture": "conv"},
+            tmp_path / "run",
+            verbose=0,
+        )
+    assert not (tmp_path / "run").exists()

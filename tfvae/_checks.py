@@ -18,6 +18,7 @@ from keras import ops
 # Marks the messages of in-graph assertions so `data_errors` can find them.
 _MARK = "tfvae data check: "
 _NON_FINITE_MARK = "tfvae non-finite check: "
+_SKIPS_MARK = "tfvae skipped updates: "
 
 
 def positive_int(value, name, minimum=1):
@@ -65,6 +66,20 @@ def finite_float(value, name, minimum=-math.inf, what="a finite number"):
 
 def non_negative_float(value, name):
     return finite_float(value, name, 0.0, "a non-negative finite number")
+
+
+def positive_threshold(value, name):
+    """A number > 0, `inf` allowed (a threshold that only NaN exceeds)."""
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, numbers.Real)
+        or math.isnan(value)
+        or value <= 0
+    ):
+        raise ValueError(
+            f"`{name}` must be a number > 0 (inf allowed). Received: {name}={value!r}"
+        )
+    return float(value)
 
 
 def one_of(value, name, choices):
@@ -281,6 +296,37 @@ def divergence_message(step, name, value, averaged_over, weights, limit=math.inf
     )
 
 
+def check_skips(consecutive, limit, step, norm, threshold):
+    """An in-graph assertion that at most `limit` updates in a row were skipped.
+
+    `data_errors` turns a failure into a `FloatingPointError` from
+    `skips_message`.
+    """
+    return tf.debugging.Assert(
+        consecutive <= limit,
+        [_SKIPS_MARK, consecutive, step, norm, threshold],
+    )
+
+
+def skips_message(consecutive, step, norm, threshold):
+    """The message of the error that stops a run stuck skipping its updates."""
+    return (
+        f"training stopped before update {step}: the last {consecutive} steps "
+        f"were all skipped (the last gradient norm was {norm}, the skip threshold "
+        f"{threshold}; non-finite norms are always skipped), more than "
+        "max_consecutive_skips allows. The run is stuck: the weights are those "
+        "from before the first skipped step. Lower the learning rate, raise "
+        "skip_threshold, or check the data."
+    )
+
+
+def _skips_message(detail):
+    """`skips_message` from the printed data of a failed `check_skips`."""
+    # "[mark] [consecutive] [step] [norm] [threshold]"
+    parts = re.findall(r"\[([^\[\]]*)\]", detail)
+    return skips_message(*parts[1:5])
+
+
 @contextlib.contextmanager
 def data_errors():
     """Re-raises a failed in-graph check as `ValueError` or `FloatingPointError`.
@@ -292,6 +338,9 @@ def data_errors():
         yield
     except tf.errors.InvalidArgumentError as error:
         message = error.message
+        if _SKIPS_MARK in message:
+            detail = message[message.index(_SKIPS_MARK) - 1 :].splitlines()[0]
+            raise FloatingPointError(_skips_message(detail)) from error
         if _NON_FINITE_MARK in message:
             detail = message[message.index(_NON_FINITE_MARK) - 1 :].splitlines()[0]
             raise FloatingPointError(_non_finite_message(detail)) from error

@@ -11,7 +11,13 @@ import numpy as np
 
 from tfvae import _checks, _files, distribute
 
-__all__ = ["BackupAndRestore", "EpochCheckpoint", "HistoryFile", "KLWarmup"]
+__all__ = [
+    "BackupAndRestore",
+    "EpochCheckpoint",
+    "HistoryFile",
+    "KLWarmup",
+    "SwapEMAWeights",
+]
 
 
 @keras.saving.register_keras_serializable(package="tfvae")
@@ -64,6 +70,87 @@ class KLWarmup(keras.callbacks.Callback):
 
     def get_config(self):
         return {"epochs": self.epochs}
+
+
+class SwapEMAWeights(keras.callbacks.SwapEMAWeights):
+    """Evaluates and saves the moving average of the weights, in a run that resumes.
+
+    The average is Keras' own: an optimizer with `use_ema=True` (and
+    `ema_momentum`, e.g. 0.999) keeps an exponential moving average of the
+    weights as optimizer state, updated in the compiled step, saved with the
+    optimizer in backups, and the same under `tf.distribute`. Why not a
+    callback that averages the weights itself: it would run outside the
+    compiled step (slow with `steps_per_execution`), and its state would need
+    saving of its own. This callback decides which weights are seen where:
+
+    - validation during `fit` sees the averages (as Keras' callback does);
+    - with `swap_back()`, a second callback placed after the ones that save
+      weights and before `BackupAndRestore`: at each epoch's end the
+      averages are in the model for the callbacks between the two
+      (checkpoints, the best weights of `HistoryFile`), and the training
+      weights are back for the backup, so a resumed run goes on exactly as
+      an uninterrupted one (without it, epoch-end callbacks see the
+      training weights);
+    - when `fit` returns, the model holds the averages (Keras'
+      `finalize_variable_values`), also when training stopped early. Keras'
+      own callback with `swap_on_epoch=True` leaves the training weights in
+      the model after an early stop, and backs up the swapped state.
+
+    Example:
+
+    ```python
+    model.compile(optimizer=keras.optimizers.Adam(1e-3, use_ema=True,
+                                                  ema_momentum=0.999))
+    ema = tfvae.callbacks.SwapEMAWeights()
+    model.fit(x, validation_data=x_valid, epochs=100, callbacks=[
+        ema, tfvae.callbacks.EpochCheckpoint("checkpoints"), ema.swap_back(),
+        tfvae.callbacks.BackupAndRestore("backup"),
+    ])
+    ```
+    """
+
+    def __init__(self):
+        super().__init__(swap_on_epoch=False)
+        self._swapped_back = False
+
+    def on_train_begin(self, logs=None):
+        optimizer = self.model.optimizer
+        optimizer = getattr(optimizer, "inner_optimizer", optimizer)
+        if not getattr(optimizer, "use_ema", False):
+            raise ValueError(
+                "SwapEMAWeights needs an optimizer that keeps a moving average "
+                "of the weights: compile with e.g. keras.optimizers.Adam(..., "
+                f"use_ema=True). Received: {type(optimizer).__name__} with "
+                f"use_ema={getattr(optimizer, 'use_ema', None)}"
+            )
+
+    def _swap(self, averages_in_model):
+        if self._ema_weights_in_model != averages_in_model:
+            self._swap_variables()
+            self._ema_weights_in_model = averages_in_model
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._swap(False)  # train the training weights, whatever came before
+
+    def on_epoch_end(self, epoch, logs=None):
+        # Only with a `swap_back` to undo it: else `fit`'s end would put the
+        # training weights (then the optimizer's copy) into the model.
+        if self._swapped_back:
+            self._swap(True)
+
+    def swap_back(self):
+        """The callback that puts the training weights back after an epoch."""
+        self._swapped_back = True
+        return _SwapBack(self)
+
+
+class _SwapBack(keras.callbacks.Callback):
+    def __init__(self, owner):
+        super().__init__()
+        self.owner = owner
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.owner._swap(False)
 
 
 class BackupAndRestore(keras.callbacks.BackupAndRestore):

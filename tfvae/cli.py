@@ -6,6 +6,7 @@ exit with status 2, without a traceback.
 
 import argparse
 import json
+import math
 import os
 import re
 import sys
@@ -40,6 +41,20 @@ def _positive_float(text):
     value = float(text)
     if not value > 0:
         raise argparse.ArgumentTypeError(f"must be > 0, got {value}")
+    return value
+
+
+def _non_negative_float(text):
+    value = float(text)
+    if not 0 <= value < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a finite number >= 0, got {value}")
+    return value
+
+
+def _momentum(text):
+    value = float(text)
+    if not 0 <= value < 1:
+        raise argparse.ArgumentTypeError(f"must be in [0, 1), got {value}")
     return value
 
 
@@ -97,6 +112,12 @@ def _parser():
         "network, Tomczak & Welling 2018)",
     )
     train.add_argument(
+        "--architecture",
+        choices=["mlp", "conv"],
+        help="networks next to x: mlp (default) or conv (gated convolutions; "
+        "the dataset's examples are images)",
+    )
+    train.add_argument(
         "--skip",
         action="store_const",
         const=True,
@@ -132,6 +153,32 @@ def _parser():
         metavar="PATIENCE",
         help="halve the learning rate after PATIENCE epochs without a better "
         "validation bound, down to 1/64 of --learning-rate (0: off)",
+    )
+    train.add_argument(
+        "--ema",
+        type=_momentum,
+        metavar="MOMENTUM",
+        help="evaluate, checkpoint and keep an exponential moving average of the "
+        "weights with this momentum, e.g. 0.999 (0: off)",
+    )
+    train.add_argument(
+        "--grad-clip",
+        type=_non_negative_float,
+        metavar="NORM",
+        help="clip the gradient's global norm to NORM (0: off)",
+    )
+    train.add_argument(
+        "--skip-threshold",
+        type=_positive_float,
+        metavar="NORM",
+        help="skip updates whose gradient norm exceeds NORM or is not finite "
+        "(inf: only non-finite ones); the history gains grad_norm and skipped",
+    )
+    train.add_argument(
+        "--max-consecutive-skips",
+        type=_positive_int,
+        metavar="N",
+        help="stop the run after more than N skipped updates in a row (100)",
     )
     train.add_argument("--seed", type=int)
     train.add_argument("--verbose", type=int, choices=[0, 1, 2], default=1)
@@ -286,6 +333,8 @@ def _load_data(args, model):
         dequantize=args.dequantize,
         limit=args.limit,
     )
+    if x.shape[1:] != model.input_shape and x[0].size == math.prod(model.input_shape):
+        x = x.reshape(len(x), *model.input_shape)  # e.g. images for a conv model
     if x.shape[1:] != model.input_shape:
         raise UsageError(
             f"dataset {args.dataset!r} has examples of shape {x.shape[1:]}, the "

@@ -19,6 +19,7 @@ import gzip
 import hashlib
 import http.client
 import io
+import math
 import os
 import tempfile
 import urllib.error
@@ -182,6 +183,38 @@ def splits(name):
     return source.splits if source is not None else ()
 
 
+# The image shape (H, W, C) of the examples of each named dataset.
+_IMAGE_SHAPES = {
+    "binarized_mnist": (28, 28, 1),
+    "mnist": (28, 28, 1),
+    "fashion_mnist": (28, 28, 1),
+    "digits": (8, 8, 1),
+}
+
+
+def image_shape(name):
+    """The (H, W, C) of a named dataset's images, or None (a file, an array).
+
+    `load(name, shape=image_shape(name))` gives image-shaped examples, as a
+    convolutional model (`architecture="conv"`) takes them.
+    """
+    return _IMAGE_SHAPES.get(name) if isinstance(name, str) else None
+
+
+def _reshaped(x, shape, name):
+    """The examples of x (n, ...) reshaped to `shape`, or a clear error."""
+    if shape is None:
+        return x
+    shape = _checks.shape_tuple(shape, "shape")
+    if math.prod(x.shape[1:]) != math.prod(shape):
+        raise ValueError(
+            f"the examples of {name!r} have shape {x.shape[1:]} "
+            f"({math.prod(x.shape[1:])} values), which cannot be reshaped to "
+            f"shape={shape} ({math.prod(shape)} values)"
+        )
+    return x.reshape(len(x), *shape)
+
+
 def search_path(data_dir=None):
     """The folders a named dataset is looked for in, in order."""
     folders = []
@@ -322,6 +355,7 @@ def load(
     source=None,
     limit=None,
     dequantize=None,
+    shape=None,
 ):
     """Loads a dataset as a float32 numpy array of shape (n, features).
 
@@ -348,6 +382,8 @@ def load(
             becomes (k + u) / L with u ~ U[0, 1) (one draw, seeded by
             `seed`), continuous values in [0, 1) for a density model; see
             `uniform_dequantize` and `tfvae.bits_per_dim(..., levels=L)`.
+        shape: `None`, or the shape each example is reshaped to, e.g.
+            `image_shape(name)`, (28, 28, 1) for the MNIST datasets.
 
     Raises:
         DataNotFoundError: the dataset is neither on disk nor downloadable;
@@ -386,7 +422,7 @@ def load(
         x = (np.random.default_rng(seed).random(x.shape) < x).astype("float32")
     if levels:
         x = uniform_dequantize(x, levels, np.random.default_rng(seed).random(x.shape))
-    return x
+    return _reshaped(x, shape, name)
 
 
 def dequantize_levels(name, dequantize, binarize=None):
@@ -455,7 +491,7 @@ def dataset(
         dequantize: `None`, or `"uniform"`: every epoch, a new uniform
             dequantization of the grey levels (see `load`).
         seed: seed of the shuffling, binarization and dequantization.
-        **load_kwargs: `download`, `source`, as for `load`.
+        **load_kwargs: `download`, `source` and `shape`, as for `load`.
     """
     batch_size = _checks.positive_int(batch_size, "batch_size")
     levels = dequantize_levels(name, dequantize, binarize)

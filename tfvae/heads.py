@@ -1,9 +1,12 @@
 """Distribution heads: Keras layers that turn features into TFP distributions.
 
-A head owns the last affine map of a network. It flattens the features it is
-given (everything but the batch axis), projects them onto the parameters of its
-distribution, and returns a `tfd.Independent` distribution whose event shape is
-the data's shape, so `log_prob(x)` gives one value per example.
+A head owns the last affine map of a network. With `projection="dense"` (the
+default) it flattens the features it is given (everything but the batch axis)
+and projects them onto all the parameters of its distribution; with
+`projection="pixel"` it maps the feature vector at every location of a feature
+map of the data's spatial shape by one linear map (a 1x1 convolution), as a
+convolutional decoder needs. It returns a `tfd.Independent` distribution whose
+event shape is the data's shape, so `log_prob(x)` gives one value per example.
 
 Parameters and log-probabilities are computed in float32, also under a
 mixed-precision dtype policy.
@@ -47,6 +50,19 @@ def _standardize_event_shape(event_shape):
     return shape
 
 
+PROJECTIONS = ("dense", "pixel")
+
+
+def _check_pixel_event_shape(event_shape, name):
+    if event_shape is not None and len(event_shape) < 2:
+        raise ValueError(
+            f"Head '{name}' has projection='pixel', which maps features of shape "
+            "(batch, *event_shape[:-1], channels) at every location: it needs an "
+            "event shape of rank >= 2, such as (height, width, channels). "
+            f"Received: event_shape={event_shape}"
+        )
+
+
 class DistributionHead(keras.layers.Layer):
     """Base class of the distribution heads.
 
@@ -54,11 +70,31 @@ class DistributionHead(keras.layers.Layer):
     projection produces) and implement `_distribution(params)`, which receives a
     list of float32 tensors of shape `(batch, *event_shape)`.
 
+    Mathematical details: with `projection="dense"`, params = flatten(h) K + c,
+    K of shape (features, num_params * prod(event_shape)), split into
+    `num_params` tensors of the event shape. With `projection="pixel"`, h has
+    shape (batch, *event_shape[:-1], F) and at every location p,
+    params[p] = h[p] K + c with K of shape (F, num_params * C), C =
+    event_shape[-1]: a 1x1 convolution, whose output is split along the
+    channel axis into `num_params` tensors of the event shape.
+
     Args:
         event_shape: shape of one example of the modelled variable, e.g.
             `(784,)` or `(28, 28, 1)`. May be left `None` and set later through
             `set_event_shape` (the models do this from their `input_shape`).
+        projection: `"dense"` (default), or `"pixel"` for features that are
+            feature maps of the data's spatial shape, (batch,
+            *event_shape[:-1], F), as a convolutional decoder returns; it needs
+            an event shape of rank >= 2.
         **kwargs: base layer keyword arguments, such as `name` and `dtype`.
+
+    Example:
+
+    ```python
+    head = tfvae.heads.BernoulliHead(event_shape=(28, 28, 1), projection="pixel")
+    p = head(features)  # features of shape (batch, 28, 28, 32)
+    p.log_prob(x)  # (batch,)
+    ```
     """
 
     num_params = 1
@@ -70,9 +106,12 @@ class DistributionHead(keras.layers.Layer):
     # reported only on them (`tfvae.certify`).
     discrete_values = None
 
-    def __init__(self, event_shape=None, **kwargs):
+    def __init__(self, event_shape=None, projection="dense", **kwargs):
         super().__init__(**kwargs)
+        self.projection = _checks.one_of(projection, "projection", PROJECTIONS)
         self.event_shape = _standardize_event_shape(event_shape)
+        if projection == "pixel":
+            _check_pixel_event_shape(self.event_shape, self.name)
 
     def set_event_shape(self, event_shape):
         """Sets the event shape of an unbuilt head, or checks it if set."""
@@ -85,6 +124,8 @@ class DistributionHead(keras.layers.Layer):
             )
         if self.built and self.event_shape is None:
             raise ValueError(f"Head '{self.name}' is already built.")
+        if self.projection == "pixel":
+            _check_pixel_event_shape(event_shape, self.name)
         self.event_shape = event_shape
 
     @property
@@ -97,23 +138,52 @@ class DistributionHead(keras.layers.Layer):
                 f"Head '{self.name}' has no event_shape. Pass "
                 "`event_shape=` or use the head inside a tfvae model."
             )
-        in_features = math.prod(input_shape[1:])
+        if self.projection == "pixel":
+            self._check_feature_map(input_shape)
+            # One linear map of the F features at each location onto the
+            # num_params * C parameters there.
+            in_features = input_shape[-1]
+            outputs = self.num_params * self.event_shape[-1]
+        else:
+            in_features = math.prod(input_shape[1:])
+            outputs = self.num_params * self.event_size
         self.kernel = self.add_weight(
             name="kernel",
-            shape=(in_features, self.num_params * self.event_size),
+            shape=(in_features, outputs),
             initializer="glorot_uniform",
         )
-        self.bias = self.add_weight(
-            name="bias",
-            shape=(self.num_params * self.event_size,),
-            initializer="zeros",
-        )
+        self.bias = self.add_weight(name="bias", shape=(outputs,), initializer="zeros")
+
+    def _check_feature_map(self, shape):
+        """Refuses features whose spatial shape is not the event's (pixel)."""
+        shape = tuple(shape)
+        spatial = self.event_shape[:-1]
+        if len(shape) != len(self.event_shape) + 1 or tuple(shape[1:-1]) != spatial:
+            expected = ", ".join(str(d) for d in spatial)
+            raise ValueError(
+                f"Head '{self.name}' has projection='pixel' and event_shape="
+                f"{self.event_shape}: its features must have shape (batch, "
+                f"{expected}, features), one feature vector per location. "
+                f"Received: features.shape={shape}"
+            )
+
+    def _pixel_params(self, features, kernel, bias):
+        """Per-location params (rows, num_params * C) of a feature map."""
+        self._check_feature_map(features.shape)
+        width = features.shape[-1]
+        rows = ops.reshape(features, (-1, width))
+        return ops.add(ops.matmul(rows, kernel), bias)
 
     def project(self, features):
         """Returns the list of float32 parameter tensors for `features`."""
         batch = ops.shape(features)[0]
-        features = ops.reshape(features, (batch, -1))
-        params = ops.add(ops.matmul(features, self.kernel), self.bias)
+        if self.projection == "pixel":
+            params = self._pixel_params(features, self.kernel, self.bias)
+            channels = self.num_params * self.event_shape[-1]
+            params = ops.reshape(params, (batch, *self.event_shape[:-1], channels))
+        else:
+            features = ops.reshape(features, (batch, -1))
+            params = ops.add(ops.matmul(features, self.kernel), self.bias)
         params = ops.cast(params, "float32")
         params = ops.split(params, self.num_params, axis=-1)
         return [ops.reshape(p, (batch, *self.event_shape)) for p in params]
@@ -169,7 +239,11 @@ class DistributionHead(keras.layers.Layer):
         raise NotImplementedError
 
     def get_config(self):
-        return {**super().get_config(), "event_shape": self.event_shape}
+        return {
+            **super().get_config(),
+            "event_shape": self.event_shape,
+            "projection": self.projection,
+        }
 
 
 @keras.saving.register_keras_serializable(package="tfvae")
@@ -183,6 +257,7 @@ class BernoulliHead(DistributionHead):
 
     Args:
         event_shape: shape of one example; see `DistributionHead`.
+        projection: `"dense"` (default) or `"pixel"`; see `DistributionHead`.
         **kwargs: base layer keyword arguments.
 
     Example:
@@ -205,7 +280,10 @@ class BernoulliHead(DistributionHead):
         return {"mean": distribution.mean(), "probs": distribution.mean()}
 
     def prepare(self, x):
-        """x as rows, K x, c . x, K / 2 and c / 2: see `log_likelihood`."""
+        """x as rows, K x, c . x, K / 2 and c / 2: see `log_likelihood`.
+
+        Under `projection="pixel"`: x as rows, K / 2 and c / 2.
+        """
         if not self.built:
             raise ValueError(
                 "BernoulliHead.prepare needs a built head; call the head on "
@@ -214,6 +292,8 @@ class BernoulliHead(DistributionHead):
         kernel = ops.cast(self.kernel, "float32")
         bias = ops.cast(self.bias, "float32")
         x = ops.reshape(ops.cast(x, "float32"), (ops.shape(x)[0], -1))
+        if self.projection == "pixel":
+            return x, 0.5 * kernel, 0.5 * bias
         kernel_x = ops.matmul(x, ops.transpose(kernel))  # (B, features)
         return x, kernel_x, ops.sum(x * bias, axis=-1), 0.5 * kernel, 0.5 * bias
 
@@ -227,9 +307,15 @@ class BernoulliHead(DistributionHead):
         f (K / 2) + c / 2 (halving is exact in float32), which saves it a pass
         over the logits. `prepare(x)` holds K x, c . x, K / 2 and c / 2. See
         `DistributionHead.log_likelihood` for the shapes.
+
+        Under `projection="pixel"` the logits at a location are f_p K + c, and
+        K x would cost as much as the logits themselves: the first sum is
+        taken over the halved logits m, as 2 sum_i x_i m_i.
         """
         if not self.built:
             self.build(features.shape)
+        if self.projection == "pixel":
+            return self._pixel_log_likelihood(features, x, num_samples, prepared)
         width = math.prod(features.shape[1:])
         features = ops.cast(ops.reshape(features, (-1, width)), "float32")
         if num_samples == 1 and prepared is None:  # a training step
@@ -249,6 +335,20 @@ class BernoulliHead(DistributionHead):
         per_sample = ops.reshape(features, (-1, ops.shape(x)[0], width))
         dot = ops.sum(per_sample * kernel_x[None], axis=-1) + x_dot_bias
         return ops.reshape(dot, (-1,)) - normalizer
+
+    def _pixel_log_likelihood(self, features, x, num_samples, prepared):
+        """`log_likelihood` under `projection="pixel"`."""
+        del num_samples  # the rows of the features say it
+        if prepared is None:
+            prepared = self.prepare(x)
+        x, half_kernel, half_bias = prepared
+        features = ops.cast(features, "float32")
+        half_logits = self._pixel_params(features, half_kernel, half_bias)
+        half_logits = ops.reshape(half_logits, (-1, self.event_size))
+        normalizer = sum_softplus_of_double(half_logits)
+        per_sample = ops.reshape(half_logits, (-1, ops.shape(x)[0], self.event_size))
+        dot = ops.sum(per_sample * x[None], axis=-1)
+        return 2.0 * ops.reshape(dot, (-1,)) - normalizer
 
 
 def _block_size(size):
@@ -320,6 +420,9 @@ class GaussianHead(DistributionHead):
         scale: `"diagonal"`, `"shared"` or a positive float.
         min_scale: the floor added to learned scales. Default 1e-3.
         event_shape: shape of one example; see `DistributionHead`.
+        projection: `"dense"` (default) or `"pixel"`; see `DistributionHead`.
+            Under `"pixel"` with `scale="diagonal"`, the means and the scales
+            are the two halves of the channels at each location.
         **kwargs: base layer keyword arguments.
     """
 
@@ -392,7 +495,8 @@ class DiagonalGaussianHead(GaussianHead):
     Args:
         event_shape: shape of the latent variable, e.g. `(latent_dim,)`.
         min_scale: the floor added to sigma = softplus(s(h)). Default 1e-4.
-        **kwargs: base layer keyword arguments.
+        **kwargs: base layer keyword arguments, and `projection` (see
+            `DistributionHead`).
     """
 
     def __init__(self, event_shape=None, min_scale=1e-4, **kwargs):
@@ -408,19 +512,19 @@ class DiagonalGaussianHead(GaussianHead):
 
 _NAMES = {
     "bernoulli": BernoulliHead,
-    "gaussian": lambda: GaussianHead(scale="diagonal"),
-    "gaussian-shared": lambda: GaussianHead(scale="shared"),
+    "gaussian": lambda **kwargs: GaussianHead(scale="diagonal", **kwargs),
+    "gaussian-shared": lambda **kwargs: GaussianHead(scale="shared", **kwargs),
 }
 # A fixed sigma: "gaussian-fixed:0.1".
 _FIXED_GAUSSIAN = "gaussian-fixed:"
 NAMES = (*_NAMES, _FIXED_GAUSSIAN + "SIGMA")
 
 
-def _from_name(name):
-    """A new head for a name of `NAMES`."""
+def _from_name(name, projection="dense"):
+    """A new head for a name of `NAMES`, with the projection given."""
     key = name.lower()
     if key in _NAMES:
-        return _NAMES[key]()
+        return _NAMES[key](projection=projection)
     if key.startswith(_FIXED_GAUSSIAN):
         text = name[len(_FIXED_GAUSSIAN) :]
         try:
@@ -432,14 +536,14 @@ def _from_name(name):
                 f"The sigma of {_FIXED_GAUSSIAN}SIGMA must be a positive finite "
                 f"number. Received: likelihood={name!r}"
             )
-        return GaussianHead(scale=sigma)
+        return GaussianHead(scale=sigma, projection=projection)
     raise ValueError(
         f"Unknown likelihood {name!r}. Valid names: {list(NAMES)}, or a "
         f"tfvae.heads.DistributionHead instance. Received: likelihood={name!r}"
     )
 
 
-def get(identifier):
+def get(identifier, projection="dense"):
     """Returns a new head for a name, a serialized head, or the head itself.
 
     Args:
@@ -449,12 +553,19 @@ def get(identifier):
             (`GaussianHead(scale=SIGMA)`, e.g. `"gaussian-fixed:0.1"`), a
             config dict produced by `tfvae.heads.serialize`, or a
             `DistributionHead` instance, returned as is.
+        projection: the projection of a head made from a name, `"dense"`
+            (default) or `"pixel"`; a head or a config keeps its own.
 
     Raises:
         ValueError: for an unknown name or an object that is not a head.
     """
+    _checks.one_of(projection, "projection", PROJECTIONS)
     return _checks.get_object(
-        identifier, DistributionHead, _from_name, "likelihood", NAMES
+        identifier,
+        DistributionHead,
+        lambda name: _from_name(name, projection),
+        "likelihood",
+        NAMES,
     )
 
 

@@ -7,9 +7,27 @@ from tfvae import _checks, heads
 from tfvae import noise as noise_lib
 from tfvae.distributions import precision_weighted, reparameterize
 from tfvae.latent import NOTHING_PREPARED, Chain, LatentLayer, LatentVariableModel
-from tfvae.networks import mlp
+from tfvae.networks import check_architecture, conv_decoder, conv_encoder, mlp
 
 _INFERENCES = ("bottom_up", "ladder", "top_down")
+
+
+def _networks_per_layer(networks, name, latent_dims):
+    """A list of L custom networks (None entries for the defaults), or None."""
+    if networks is None:
+        return None
+    if not isinstance(networks, (list, tuple)):
+        kinds = type(networks).__name__
+    else:
+        kinds = [None if n is None else type(n).__name__ for n in networks]
+        valid = all(n is None or isinstance(n, keras.layers.Layer) for n in networks)
+        if len(networks) == len(latent_dims) and valid:
+            return list(networks)
+    raise ValueError(
+        f"`{name}` must be a list of one Keras layer (or None, for the default) "
+        f"per stochastic layer: {len(latent_dims)} for latent_dims={latent_dims}. "
+        f"Received: {name}={kinds}"
+    )
 
 
 def _hidden_units_per_layer(hidden_units, latent_dims):
@@ -64,7 +82,10 @@ class HierarchicalVAE(LatentVariableModel):
     p(x|z_1, z_2)). Without it an upper layer reaches x only through the
     layers below, and tends to collapse. Layer l's networks (the inference
     network f_l and the generative network of p(z_{l-1}|z_l), with z_0 = x)
-    are MLPs with `hidden_units[l - 1]`, the generative one in reverse order.
+    are MLPs with `hidden_units[l - 1]`, the generative one in reverse order,
+    unless `architecture="conv"` makes the two that touch x (f_1 and the
+    decoder of p(x|.)) gated convolutional networks, or custom networks
+    (`inference_networks`, `generative_networks`) replace them.
 
     Mathematical details:
     ELBO(x) = E_q[log p(x|z_1) + sum_{l<L} log p(z_l|z_{l+1}) + log p(z_L)
@@ -106,10 +127,31 @@ class HierarchicalVAE(LatentVariableModel):
             every layer; `decode` then takes the concatenation [z_1, ...,
             z_L] (`decode_dim` wide). `False` (default): p(x|z_1).
         gated: `True` makes every hidden layer a `tfvae.layers.GatedDense`,
-            activation(W x + b) * sigmoid(V x + c).
+            activation(W x + b) * sigmoid(V x + c) (the convolutions of
+            `architecture="conv"` are always gated).
         prior: p(z_L): `"standard_normal"` (the default) or a
             `tfvae.priors.Prior`. A prior without a closed-form KL makes the
             top layer's KL the sampled ratio, as for the layers below.
+        architecture: `"mlp"` (default) or `"conv"`: the networks that touch
+            x, `inference_networks[0]` (x to d_1) and
+            `generative_networks[0]` (z_1, or [z_1, ..., z_L] under `skip`,
+            to x's features), are `tfvae.networks.conv_encoder` and
+            `tfvae.networks.conv_decoder`, with `hidden_units[0]` the widths
+            of dense layers between the convolutions and z_1 (`()` for
+            none), and the likelihood head gets `projection="pixel"` (a head
+            given with another projection is refused). The networks between
+            latent layers stay MLPs. `input_shape` must be (H, W, C) with H
+            and W divisible by 4.
+        inference_networks: optional list of L Keras layers (None entries
+            keep the default of that layer): `inference_networks[i]` maps
+            the input of layer i + 1, x for i = 0, z_i under bottom-up
+            inference and the upward feature d_i under ladder and top-down
+            inference, to features that the posterior head projects.
+        generative_networks: optional list of L Keras layers (None entries
+            keep the default): `generative_networks[i]` maps z_{i+1} to the
+            features of p(z_i | z_{i+1}), and, for i = 0, z_1 (the
+            concatenation [z_1, ..., z_L] under `skip`) to the features of
+            p(x | .) that the likelihood head projects.
         seed: seed of the model's noise (an int or None).
         **kwargs: base `keras.Model` arguments, such as `name`.
 
@@ -123,6 +165,19 @@ class HierarchicalVAE(LatentVariableModel):
     model.compile(optimizer=keras.optimizers.Adam(1e-3))
     model.fit(x_train, epochs=10, batch_size=100,
               callbacks=[tfvae.callbacks.KLWarmup(epochs=5)])
+    ```
+
+    Convolutional networks next to x, and a custom decoder of p(x|z_1, z_2):
+
+    ```python
+    model = tfvae.HierarchicalVAE(
+        input_shape=(28, 28, 1), latent_dims=(32, 16),
+        hidden_units=((), (100,)), architecture="conv",
+        inference="top_down", skip=True,
+        generative_networks=[
+            tfvae.networks.conv_decoder((28, 28, 1), filters=(16, 32)), None,
+        ],
+    )
     ```
     """
 
@@ -143,12 +198,17 @@ class HierarchicalVAE(LatentVariableModel):
         gated=False,
         prior="standard_normal",
         skip=False,
+        architecture="mlp",
+        inference_networks=None,
+        generative_networks=None,
         seed=None,
         **kwargs,
     ):
+        architecture = check_architecture(architecture, input_shape)
         super().__init__(
             input_shape, beta, num_samples, free_bits, objective, seed, **kwargs
         )
+        self.architecture = architecture
         self.inference = _checks.one_of(inference, "inference", _INFERENCES)
         self.gated = _checks.one_of(gated, "gated", (False, True))
         self.skip = _checks.one_of(skip, "skip", (False, True))
@@ -156,17 +216,21 @@ class HierarchicalVAE(LatentVariableModel):
         self.hidden_units = _hidden_units_per_layer(hidden_units, self.latent_dims)
         keras.activations.get(activation)
         self.activation = activation
+        self._custom_networks = {
+            name: _networks_per_layer(networks, name, self.latent_dims)
+            for name, networks in (
+                ("inference_networks", inference_networks),
+                ("generative_networks", generative_networks),
+            )
+        }
+        defaults = [None] * self.num_layers
         # Attributes in data-flow order: the inference chain, then the
         # generative chain from the top down to x.
         self.inference_networks = [
-            mlp(
-                units,
-                activation,
-                flatten=(i == 0),
-                name=f"inference_{i + 1}",
-                gated=gated,
+            self._default_inference_network(i) if custom is None else custom
+            for i, custom in enumerate(
+                self._custom_networks["inference_networks"] or defaults
             )
-            for i, units in enumerate(self.hidden_units)
         ]
         if self.inference == "top_down":
             # merge_networks[i] maps [d_{i+1}, z_{i+2}] to features of z_{i+1}.
@@ -181,8 +245,10 @@ class HierarchicalVAE(LatentVariableModel):
         # generative_networks[i] maps z_{i+1} to the features of z_i (x for
         # i=0; from [z_1, ..., z_L] under `skip`).
         self.generative_networks = [
-            mlp(units[::-1], activation, name=f"generative_{i + 1}", gated=gated)
-            for i, units in enumerate(self.hidden_units)
+            self._default_generative_network(i) if custom is None else custom
+            for i, custom in enumerate(
+                self._custom_networks["generative_networks"] or defaults
+            )
         ]
         # conditionals[i] is the head of p(z_{i+1} | z_{i+2}).
         self.conditionals = [
@@ -190,9 +256,39 @@ class HierarchicalVAE(LatentVariableModel):
             for i, dim in enumerate(self.latent_dims[:-1])
         ]
         self.prior = self.top_prior(prior, self.latent_dims[-1])
-        self.likelihood = self.likelihood_head(likelihood)
+        self.likelihood = self.likelihood_head(
+            likelihood, projection="pixel" if architecture == "conv" else None
+        )
         self.make_trackers()
         self.build((None, *self.input_shape))
+
+    def _default_inference_network(self, i):
+        """The built-in network of `inference_networks[i]`."""
+        units, name = self.hidden_units[i], f"inference_{i + 1}"
+        if i == 0 and self.architecture == "conv":
+            return conv_encoder(
+                self.input_shape,
+                hidden_units=units,
+                activation=self.activation,
+                gated=self.gated,
+                name=name,
+            )
+        return mlp(
+            units, self.activation, flatten=(i == 0), name=name, gated=self.gated
+        )
+
+    def _default_generative_network(self, i):
+        """The built-in network of `generative_networks[i]`."""
+        units, name = self.hidden_units[i][::-1], f"generative_{i + 1}"
+        if i == 0 and self.architecture == "conv":
+            return conv_decoder(
+                self.input_shape,
+                hidden_units=units,
+                activation=self.activation,
+                gated=self.gated,
+                name=name,
+            )
+        return mlp(units, self.activation, name=name, gated=self.gated)
 
     def build_networks(self):
         noise = noise_lib.standard_normal((1, 1), self.latent_dims, seed=0)
@@ -402,4 +498,19 @@ class HierarchicalVAE(LatentVariableModel):
             "inference": self.inference,
             "gated": self.gated,
             "skip": self.skip,
+            "architecture": self.architecture,
+            **{
+                name: _serialized(networks)
+                for name, networks in self._custom_networks.items()
+            },
         }
+
+
+def _serialized(networks):
+    """The config of a list of custom networks (None entries kept), or None."""
+    if networks is None:
+        return None
+    return [
+        None if layer is None else keras.saving.serialize_keras_object(layer)
+        for layer in networks
+    ]

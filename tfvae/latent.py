@@ -207,9 +207,28 @@ class LatentVariableModel(training_lib.Trainer):
 
     # --- parts ----------------------------------------------------------------
 
-    def likelihood_head(self, likelihood):
-        """The head of p(x|z_1) for a name, config or head, with the data's shape."""
-        head = heads.get(likelihood)
+    def likelihood_head(self, likelihood, projection=None):
+        """The head of p(x|z_1) for a name, config or head, with the data's shape.
+
+        Args:
+            likelihood: a name, a config or a `tfvae.heads.DistributionHead`.
+            projection: None, or the projection the decoder's features need
+                (`"pixel"` for the feature maps of a convolutional decoder):
+                a head made from a name gets it, and a head or a config with
+                another one is refused.
+        """
+        head = heads.get(likelihood, projection=projection or "dense")
+        if projection is not None and head.projection != projection:
+            raise ValueError(
+                f"The likelihood head must have projection={projection!r}: the "
+                "decoder returns feature maps of the data's spatial shape "
+                "(architecture='conv'), which the head maps location by "
+                "location. Pass a name such as 'bernoulli', which gets it, or a "
+                f"head made with projection={projection!r}, e.g. "
+                "tfvae.heads.GaussianHead(scale='shared', projection='pixel'). "
+                f"Received: likelihood={type(head).__name__} with "
+                f"projection={head.projection!r}"
+            )
         head.set_event_shape(self.input_shape)
         return head
 
@@ -335,10 +354,15 @@ class LatentVariableModel(training_lib.Trainer):
 
         The estimator sizes its blocks of samples from it.
         """
-        widths = sum(w.shape[-1] for w in self.trainable_weights if len(w.shape) == 2)
+        weights = self.trainable_weights
+        widths = sum(w.shape[-1] for w in weights if len(w.shape) == 2)
+        # The output of a 2D convolution (or its transpose), at most the
+        # larger of its kernel's two channel counts at the data's resolution.
+        channels = sum(max(w.shape[-2:]) for w in weights if len(w.shape) == 4)
         return (
             4 * math.prod(self.input_shape)
             + 3 * widths
+            + math.prod(self.input_shape[:-1]) * channels
             + self.prior.floats_per_sample()
         )
 
@@ -460,10 +484,17 @@ class LatentVariableModel(training_lib.Trainer):
 
     @classmethod
     def from_config(cls, config):
+        def deserialized(value):
+            if isinstance(value, dict) and "class_name" in value:
+                return keras.saving.deserialize_keras_object(value)
+            return value
+
         config = dict(config)
         for name, value in config.items():
-            if isinstance(value, dict) and "class_name" in value:
-                config[name] = keras.saving.deserialize_keras_object(value)
+            if isinstance(value, list):  # a list of layers, such as networks
+                config[name] = [deserialized(item) for item in value]
+            else:
+                config[name] = deserialized(value)
         return cls(**config)
 
     @classmethod

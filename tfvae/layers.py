@@ -1,9 +1,9 @@
-"""Keras layers of the default networks."""
+"""Keras layers of the built-in networks: gated dense and convolutional layers."""
 
 import keras
 from keras import ops
 
-__all__ = ["GatedDense"]
+__all__ = ["GatedDense", "GatedConv2D", "GatedConv2DTranspose"]
 
 
 @keras.saving.register_keras_serializable(package="tfvae")
@@ -54,3 +54,128 @@ class GatedDense(keras.layers.Layer):
             "units": self.units,
             "activation": keras.activations.serialize(self.activation),
         }
+
+
+class _GatedConvolution(keras.layers.Layer):
+    """The gated convolutions: activation(conv_W(x)) * sigmoid(conv_V(x)).
+
+    Subclasses set `convolution`, the Keras layer class of the projection. As
+    in `GatedDense`, the two convolutions share one layer of `2 * filters`
+    output channels (the value first, then the gate), so the layer runs one
+    convolution.
+    """
+
+    convolution = None
+
+    def __init__(
+        self,
+        filters,
+        kernel_size,
+        strides=1,
+        padding="same",
+        activation=None,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        if isinstance(filters, bool) or not isinstance(filters, int) or filters < 1:
+            raise ValueError(
+                f"`filters` must be an integer >= 1. Received: filters={filters!r}"
+            )
+        if padding not in ("same", "valid"):
+            raise ValueError(
+                "`padding` must be one of ('same', 'valid'). "
+                f"Received: padding={padding!r}"
+            )
+        self.filters = filters
+        self.padding = padding
+        self.activation = keras.activations.get(activation)
+        # The convolution checks kernel_size and strides, and standardizes them.
+        self.projection = self.convolution(
+            2 * filters,
+            kernel_size,
+            strides=strides,
+            padding=padding,
+            name="projection",
+        )
+        self.kernel_size = self.projection.kernel_size
+        self.strides = self.projection.strides
+
+    def build(self, input_shape):
+        self.projection.build(input_shape)
+
+    def call(self, inputs):
+        value, gate = ops.split(self.projection(inputs), 2, axis=-1)
+        return self.activation(value) * ops.sigmoid(gate)
+
+    def compute_output_shape(self, input_shape):
+        shape = self.projection.compute_output_shape(input_shape)
+        return (*shape[:-1], self.filters)
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "filters": self.filters,
+            "kernel_size": self.kernel_size,
+            "strides": self.strides,
+            "padding": self.padding,
+            "activation": keras.activations.serialize(self.activation),
+        }
+
+
+@keras.saving.register_keras_serializable(package="tfvae")
+class GatedConv2D(_GatedConvolution):
+    """A gated 2D convolution: activation(conv_W(x)) * sigmoid(conv_V(x)).
+
+    The convolutional gated linear unit of Dauphin et al. (2017), the
+    building block of the convolutional VAEs of Tomczak & Welling (2018): a
+    sigmoid gate computed by a second convolution of the same input scales
+    each output channel at each location. Both convolutions share one
+    `keras.layers.Conv2D` of `2 * filters` channels (`projection`: the value
+    channels first, then the gate's), so the layer runs one convolution.
+
+    Args:
+        filters: output channels, >= 1.
+        kernel_size: an int or a pair of ints, the height and width of the
+            kernel.
+        strides: an int or a pair of ints. Default 1.
+        padding: `"same"` (default) or `"valid"`.
+        activation: activation of the ungated part; `None` (linear) by default.
+        **kwargs: base layer keyword arguments, such as `name`.
+
+    Example:
+
+    ```python
+    layer = tfvae.layers.GatedConv2D(32, 3, strides=2)
+    y = layer(x)  # (batch, 14, 14, 32) for x of shape (batch, 28, 28, 1)
+    ```
+    """
+
+    convolution = keras.layers.Conv2D
+
+
+@keras.saving.register_keras_serializable(package="tfvae")
+class GatedConv2DTranspose(_GatedConvolution):
+    """A gated transposed 2D convolution, for upsampling.
+
+    activation(convT_W(x)) * sigmoid(convT_V(x)), the two transposed
+    convolutions sharing one `keras.layers.Conv2DTranspose` of `2 * filters`
+    channels (`projection`). With `strides=2` and `padding="same"` it doubles
+    the height and width: the learned upsampling of `tfvae.networks.conv_decoder`.
+
+    Args:
+        filters: output channels, >= 1.
+        kernel_size: an int or a pair of ints.
+        strides: an int or a pair of ints, the upsampling factors. Default 1.
+        padding: `"same"` (default) or `"valid"`.
+        activation: activation of the ungated part; `None` (linear) by default.
+        **kwargs: base layer keyword arguments, such as `name`.
+
+    Example:
+
+    ```python
+    layer = tfvae.layers.GatedConv2DTranspose(32, 3, strides=2)
+    y = layer(x)  # (batch, 14, 14, 32) for x of shape (batch, 7, 7, 64)
+    ```
+    """
+
+    convolution = keras.layers.Conv2DTranspose

@@ -58,6 +58,7 @@ DEFAULTS = {
     "inference": "bottom_up",
     "gated": False,
     "skip": False,
+    "architecture": "mlp",
     "dataset": "binarized_mnist",
     "binarize": None,
     "dequantize": None,
@@ -68,6 +69,10 @@ DEFAULTS = {
     "warmup": 0,
     "early_stopping": 0,
     "lr_plateau": 0,
+    "ema": 0.0,
+    "grad_clip": 0.0,
+    "skip_threshold": None,
+    "max_consecutive_skips": 100,
     "seed": 0,
 }
 
@@ -184,6 +189,7 @@ def build_model(config, input_shape):
         objective=config["objective"],
         gated=config["gated"],
         prior=config["prior"],
+        architecture=config["architecture"],
         seed=config["seed"],
     )
     hidden = config["hidden_units"]
@@ -251,6 +257,7 @@ _OPTION_TYPES = {
     ),
     "gated": (lambda v: isinstance(v, bool), "true or false"),
     "skip": (lambda v: isinstance(v, bool), "true or false"),
+    "architecture": (lambda v: v in ("mlp", "conv"), "mlp or conv"),
     "dataset": (lambda v: isinstance(v, str), "a dataset name or file"),
     "binarize": (lambda v: v in (None, "dynamic"), "dynamic or unset"),
     "dequantize": (lambda v: v in (None, "uniform"), "uniform or unset"),
@@ -264,6 +271,16 @@ _OPTION_TYPES = {
     "warmup": (lambda v: _is_int(v) and v >= 0, "an integer >= 0"),
     "early_stopping": (lambda v: _is_int(v) and v >= 0, "an integer >= 0"),
     "lr_plateau": (lambda v: _is_int(v) and v >= 0, "an integer >= 0"),
+    "ema": (lambda v: _is_number(v) and 0 <= v < 1, "a momentum in [0, 1)"),
+    "grad_clip": (
+        lambda v: _is_number(v) and math.isfinite(v) and v >= 0,
+        "a finite number >= 0",
+    ),
+    "skip_threshold": (
+        lambda v: v is None or (_is_number(v) and not math.isnan(v) and v > 0),
+        "a number > 0 (inf allowed) or unset",
+    ),
+    "max_consecutive_skips": (lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
     "seed": (lambda v: _is_int(v), "an integer"),
 }
 
@@ -294,6 +311,12 @@ def check(config):
         raise ValueError(
             "--skip applies to --model hvae only (a VAE's decoder sees its one "
             "layer); expected it unset for --model vae"
+        )
+    if config["architecture"] == "conv" and data.image_shape(config["dataset"]) is None:
+        raise ValueError(
+            "--architecture conv needs a dataset of images, one of "
+            f"{[n for n in data.names() if data.image_shape(n)]}; "
+            f"{config['dataset']!r} has flat examples"
         )
     priors.get(config["prior"])  # a bad name is refused before any work
     if config["model"] != "vae" and config["kl"] is not None:
@@ -333,6 +356,12 @@ def _callbacks(config, out_dir):
         history,
         callbacks.BackupAndRestore(_backup(out_dir)),
     ]
+    if config["ema"]:
+        # The averages are validated, checkpointed and kept as the best
+        # weights; the backup holds the training state (see SwapEMAWeights).
+        ema = callbacks.SwapEMAWeights()
+        run_callbacks.insert(0, ema)
+        run_callbacks.insert(-1, ema.swap_back())
     if config["warmup"]:
         run_callbacks.insert(0, callbacks.KLWarmup(epochs=config["warmup"]))
     if config["lr_plateau"]:
@@ -409,6 +438,9 @@ def train(config, out_dir, resume=False, verbose=1):
             )
         config = resolve(config)
     keras.utils.set_random_seed(config["seed"])
+    shape = None
+    if config["architecture"] == "conv":  # image-shaped examples
+        shape = data.image_shape(config["dataset"])
     train_data = data.dataset(
         config["dataset"],
         "train",
@@ -417,6 +449,7 @@ def train(config, out_dir, resume=False, verbose=1):
         dequantize=config["dequantize"],
         seed=config["seed"],
         limit=config["limit"],
+        shape=shape,
     )
     validation = None
     if has_validation_split(config["dataset"]):
@@ -428,6 +461,7 @@ def train(config, out_dir, resume=False, verbose=1):
             binarize=config["binarize"],
             dequantize=config["dequantize"],
             seed=config["seed"],
+            shape=shape,
         )
     input_shape = tuple(train_data.element_spec.shape[1:])
     try:
@@ -439,7 +473,16 @@ def train(config, out_dir, resume=False, verbose=1):
             f"{config['latent_dims']!r}, hidden_units={config['hidden_units']!r}; "
             "use smaller sizes"
         ) from None
-    model.compile(optimizer=keras.optimizers.Adam(config["learning_rate"]))
+    model.compile(
+        optimizer=keras.optimizers.Adam(
+            config["learning_rate"],
+            global_clipnorm=config["grad_clip"] or None,
+            use_ema=bool(config["ema"]),
+            ema_momentum=config["ema"] or 0.99,
+        ),
+        skip_threshold=config["skip_threshold"],
+        max_consecutive_skips=config["max_consecutive_skips"],
+    )
     created = not os.path.exists(out_dir)
     if not resume:  # the data and the model are checked: the run can start
         os.makedirs(out_dir, exist_ok=True)

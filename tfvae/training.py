@@ -11,9 +11,10 @@ gives it two things (`tfvae.latent.LatentVariableModel` does):
 
 What it adds on top of Keras: ten steps per call of the compiled function by
 default, exact step counts, data checks before any step, a stop with a
-`FloatingPointError` on a non-finite loss or metric, a KL warm-up that moves
-at every batch, gradients and noise that are the same under a
-`tf.distribute` strategy as on one device. As Keras keeps `Trainer` apart from
+`FloatingPointError` on a non-finite loss or metric, the skipping of updates
+whose gradient norm is an outlier or not finite (`compile(skip_threshold=)`),
+a KL warm-up that moves at every batch, gradients and noise that are the same
+under a `tf.distribute` strategy as on one device. As Keras keeps `Trainer` apart from
 `Model`, this module holds no modelling: a new kind of model is trained by it
 unchanged.
 """
@@ -36,6 +37,12 @@ __all__ = ["Trainer", "batch_size", "kl_warmup_weight"]
 # compiled step. One call per batch leaves small models waiting on Python; see
 # `Trainer.compile`.
 STEPS_PER_EXECUTION = 10
+
+# The metrics of the updates (`compile(skip_threshold=)`), in training only.
+_UPDATE_METRICS = {
+    "grad_norm": keras.metrics.Mean,  # over the applied updates
+    "skipped": keras.metrics.Sum,  # updates skipped in the epoch
+}
 
 # The arguments of `fit`, `evaluate` and `predict` that fix a number of steps.
 _STEP_ARGUMENTS = ("steps_per_epoch", "validation_steps", "steps")
@@ -77,6 +84,18 @@ class Trainer(keras.Model):
             "_kl_schedule",
             tf.Variable(tf.zeros(5, tf.float64), trainable=False, name="kl_schedule"),
         )
+        # Updates skipped in a row (`compile(skip_threshold=)`); not saved:
+        # a resumed run counts from 0.
+        object.__setattr__(
+            self,
+            "_consecutive_skips",
+            tf.Variable(0, trainable=False, name="consecutive_skips", dtype=tf.int32),
+        )
+        object.__setattr__(
+            self, "_last_norm", tf.Variable(0.0, trainable=False, name="last_norm")
+        )
+        self.skip_threshold = None
+        self.max_consecutive_skips = None
 
     # --- metrics ------------------------------------------------------------
 
@@ -88,13 +107,14 @@ class Trainer(keras.Model):
 
     @property
     def metrics(self):
-        return list(self._trackers.values())
+        updates = getattr(self, "_update_trackers", {})
+        return [*self._trackers.values(), *updates.values()]
 
     def _update_metrics(self, loss, values, sample_weight, batch_size):
         self._trackers["loss"].update_state(loss, sample_weight=batch_size)
         for name, value in values.items():
             self._trackers[name].update_state(value, sample_weight=sample_weight)
-        results = {name: tracker.result() for name, tracker in self._trackers.items()}
+        results = {tracker.name: tracker.result() for tracker in self.metrics}
         if distribute.in_multi_worker_mode():
             # Keras reduces a multi-worker step's outputs with a mean over
             # axis 0, which fails on scalars (tensorflow/tensorflow#72388).
@@ -149,6 +169,8 @@ class Trainer(keras.Model):
             replicas = tf.distribute.get_strategy().num_replicas_in_sync
             scaled_loss = self.optimizer.scale_loss(loss / replicas)
         gradients = tape.gradient(scaled_loss, self.trainable_weights)
+        if self.skip_threshold is not None:
+            return self._train_step_with_skips(loss, values, sample_weight, gradients)
         checks = []
         if not self.jit_compile:
             # A diverged step raises (FloatingPointError) before its update.
@@ -165,6 +187,91 @@ class Trainer(keras.Model):
             loss, values, sample_weight, ops.shape(values["elbo"])[0]
         )
 
+    def _train_step_with_skips(self, loss, values, sample_weight, gradients):
+        """The update, unless the gradient norm is above the threshold or not finite.
+
+        The norm is that of the whole update (under a strategy, of the
+        gradient summed over the replicas), so every replica decides alike.
+        A skipped step changes no weight and no optimizer state; its loss and
+        metric values are left out of the epoch's means, and it counts in
+        `skipped`. More than `max_consecutive_skips` in a row stop the run.
+        """
+        norm = self._update_norm(gradients)
+        finite = tf.math.is_finite(loss)
+        for value in values.values():
+            finite &= tf.reduce_all(tf.math.is_finite(value))
+        skip = ~(finite & tf.math.is_finite(norm) & (norm <= self.skip_threshold))
+        consecutive = tf.where(skip, self._consecutive_skips + 1, 0)
+        checks = [
+            self._consecutive_skips.assign(consecutive),
+            self._last_norm.assign(norm),
+        ]
+        if not self.jit_compile:  # XLA has no assertions: see `_StopOnSkips`
+            checks.append(
+                _checks.check_skips(
+                    consecutive,
+                    self.max_consecutive_skips,
+                    self.optimizer.iterations + 1,
+                    norm,
+                    self.skip_threshold,
+                )
+            )
+        with tf.control_dependencies(checks):
+            self._apply_unless(skip, gradients)
+        kept = 1.0 - tf.cast(skip, "float32")
+        values = {name: tf.where(skip, 0.0, v) for name, v in values.items()}
+        if sample_weight is None:
+            sample_weight = tf.ones_like(values["elbo"])
+        # Each replica counts its share: the metric sums over the replicas.
+        replicas = tf.distribute.get_strategy().num_replicas_in_sync
+        self._update_trackers["skipped"].update_state((1.0 - kept) / replicas)
+        self._update_trackers["grad_norm"].update_state(
+            tf.where(skip, 0.0, norm), sample_weight=kept
+        )
+        return self._update_metrics(
+            tf.where(skip, 0.0, loss),
+            values,
+            sample_weight * kept,
+            tf.cast(ops.shape(values["elbo"])[0], "float32") * kept,
+        )
+
+    def _update_norm(self, gradients):
+        """The global norm of the update (unscaled), the same on every replica."""
+        replica = tf.distribute.get_replica_context()
+        if tf.distribute.get_strategy().num_replicas_in_sync > 1:
+            gradients = replica.all_reduce(tf.distribute.ReduceOp.SUM, gradients)
+        norm = tf.linalg.global_norm([tf.cast(g, "float32") for g in gradients])
+        if isinstance(self.optimizer, keras.optimizers.LossScaleOptimizer):
+            norm = norm / tf.cast(self.optimizer.dynamic_scale, "float32")
+        return norm
+
+    def _apply_unless(self, skip, gradients):
+        """Applies the gradients unless `skip`, as `LossScaleOptimizer` does.
+
+        A `tf.cond` whose branch calls the optimizer (a `merge_call` under a
+        strategy) must run in the cross-replica context.
+        """
+
+        def apply(gradients):
+            self.optimizer.apply(gradients, self.trainable_weights)
+
+        if tf.__internal__.distribute.strategy_supports_no_merge_call():
+            tf.cond(skip, lambda: None, lambda: apply(gradients))
+            return
+
+        def cross_replica(distribution, skip, gradients):
+            # Every replica decided alike (`_update_norm`): take the first.
+            skip = distribution.experimental_local_results(skip)[0]
+
+            def apply_everywhere():
+                distribution.extended.call_for_each_replica(apply, args=(gradients,))
+
+            tf.cond(skip, lambda: None, apply_everywhere)
+
+        tf.distribute.get_replica_context().merge_call(
+            cross_replica, args=(skip, gradients)
+        )
+
     def divergence_limit(self):
         """The magnitude beyond which a step's metrics count as diverged.
 
@@ -174,9 +281,10 @@ class Trainer(keras.Model):
 
     def test_step(self, data):
         loss, values, sample_weight = self._step(data, training=False)
-        return self._update_metrics(
+        results = self._update_metrics(
             loss, values, sample_weight, ops.shape(values["elbo"])[0]
         )
+        return {k: v for k, v in results.items() if k not in _UPDATE_METRICS}
 
     # --- KL warm-up -----------------------------------------------------------
 
@@ -261,8 +369,29 @@ class Trainer(keras.Model):
 
     # --- compile, fit, evaluate, predict --------------------------------------
 
-    def compile(self, *args, **kwargs):
+    def compile(self, *args, skip_threshold=None, max_consecutive_skips=100, **kwargs):
         """Configures the model for training; `keras.Model.compile`'s arguments.
+
+        Two arguments of tfvae's own make long runs robust to the rare batch
+        that would wreck them (VDVAE's "skip updates", Child 2021):
+
+        - `skip_threshold`: an update whose gradient global norm (of the
+          whole update: unscaled under mixed precision, summed over the
+          replicas of a strategy) exceeds this, or is NaN or Inf, or whose
+          loss or metrics are not finite, is skipped: no weight and no
+          optimizer state changes, its values are left out of the epoch's
+          metrics, and the metric `skipped` counts it. The metric
+          `grad_norm` is the mean norm of the applied updates, what a
+          threshold is chosen from: `float("inf")` skips only non-finite
+          updates and reports it. `None` (the default) applies every update
+          and stops on a non-finite loss (`FloatingPointError`), as before.
+        - `max_consecutive_skips` (default 100): more skipped updates in a
+          row stop the run with a `FloatingPointError` that says so (a run
+          can otherwise skip every step for ever, as VDVAE's can).
+
+        Gradient-norm clipping is the optimizer's, as in Keras:
+        `keras.optimizers.Adam(global_clipnorm=...)`; it applies after the
+        skip test, which sees the unclipped norm.
 
         The one default that differs from Keras is `steps_per_execution`: 10
         batches run per call of the compiled step instead of 1. A batch-100
@@ -283,6 +412,13 @@ class Trainer(keras.Model):
         more steps than asked; tfvae then runs that call with the largest
         `steps_per_execution` that divides it, so the step counts are exact.
         """
+        if skip_threshold is not None:
+            skip_threshold = _checks.positive_threshold(
+                skip_threshold, "skip_threshold"
+            )
+        max_consecutive_skips = _checks.positive_int(
+            max_consecutive_skips, "max_consecutive_skips"
+        )
         arguments = inspect.signature(keras.Model.compile).bind(self, *args, **kwargs)
         strategy = self.distribute_strategy
         mirrored = self._under_mirrored_strategy()
@@ -297,6 +433,25 @@ class Trainer(keras.Model):
                 "steps_per_execution=1, the default under such a strategy."
             )
         super().compile(*arguments.args[1:], **arguments.kwargs)
+        self.skip_threshold = skip_threshold
+        self.max_consecutive_skips = max_consecutive_skips
+        # Kept out of Keras' tracking (the model is built): not saved, and
+        # reported by `metrics` only while skipping is on.
+        object.__setattr__(
+            self,
+            "_update_trackers",
+            {}
+            if skip_threshold is None
+            else {name: metric(name=name) for name, metric in _UPDATE_METRICS.items()},
+        )
+        self._consecutive_skips.assign(0)
+
+    def get_compile_config(self):
+        config = super().get_compile_config()
+        if config is not None and self.skip_threshold is not None:
+            config["skip_threshold"] = self.skip_threshold
+            config["max_consecutive_skips"] = self.max_consecutive_skips
+        return config
 
     def _under_mirrored_strategy(self):
         return isinstance(
@@ -327,6 +482,7 @@ class Trainer(keras.Model):
             arguments.arguments["callbacks"] = [
                 *(arguments.arguments.get("callbacks") or []),
                 _StopOnNonFiniteLogs(),
+                *([_StopOnSkips()] if self.skip_threshold is not None else []),
             ]
             x, y, *args = arguments.args[1:]
             kwargs = arguments.kwargs
@@ -392,6 +548,24 @@ class Trainer(keras.Model):
 def batch_size(inputs):
     """The number of examples in a batch of inputs (a tensor or a structure)."""
     return ops.shape(tf.nest.flatten(inputs)[0])[0]
+
+
+class _StopOnSkips(keras.callbacks.Callback):
+    """The cap on skipped updates under XLA, which compiles no assertions.
+
+    Checked after each call of the compiled step, so a run stops at most
+    `steps_per_execution - 1` skipped steps late (they changed nothing).
+    """
+
+    def on_train_batch_end(self, batch, logs=None):
+        model = self.model
+        consecutive = int(model._consecutive_skips.numpy())
+        if consecutive > model.max_consecutive_skips:
+            step = int(model.optimizer.iterations.numpy()) + 1
+            norm = float(model._last_norm.numpy())
+            raise FloatingPointError(
+                _checks.skips_message(consecutive, step, norm, model.skip_threshold)
+            )
 
 
 class _StopOnNonFiniteLogs(keras.callbacks.Callback):

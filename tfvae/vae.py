@@ -6,7 +6,7 @@ from keras import ops
 from tfvae import _checks, heads
 from tfvae.distributions import log_prob_of_noise, reparameterize
 from tfvae.latent import NOTHING_PREPARED, Chain, LatentVariableModel
-from tfvae.networks import mlp
+from tfvae.networks import check_architecture, conv_decoder, conv_encoder, mlp
 
 _KL_ESTIMATORS = ("analytic", "mc")
 
@@ -46,11 +46,17 @@ class VAE(LatentVariableModel):
         latent_dim: dimension of z, >= 1.
         hidden_units: widths of the hidden layers of the default encoder MLP;
             the default decoder uses them in reverse order. `()` makes both
-            maps linear (affine).
-        activation: activation of the hidden layers.
+            maps linear (affine). Under `architecture="conv"`, the widths of
+            dense layers between the convolutions and z (after the
+            encoder's convolutions; before the decoder's map, in reverse);
+            `()` for none.
+        activation: activation of the hidden layers (of the ungated part of
+            the gated convolutions under `architecture="conv"`).
         likelihood: `"bernoulli"`, `"gaussian"` (a diagonal, per-example
             sigma(z)) or a `tfvae.heads.DistributionHead`, e.g.
-            `tfvae.heads.GaussianHead(scale="shared")`.
+            `tfvae.heads.GaussianHead(scale="shared")`. Under
+            `architecture="conv"` a name gets `projection="pixel"`, and a
+            head must have it (a `ValueError` otherwise).
         kl: `"analytic"` (closed form) or `"mc"` (sampled log-density ratio).
         prior: p(z): `"standard_normal"` (the default) or a
             `tfvae.priors.Prior`. `kl="analytic"` needs a prior with a closed
@@ -65,7 +71,9 @@ class VAE(LatentVariableModel):
             head projects its flattened output onto (mu, sigma).
         decoder: optional Keras layer mapping z (shape `(batch, latent_dim)`)
             to features; the likelihood head projects its flattened output
-            onto the distribution's parameters.
+            onto the distribution's parameters, or, with
+            `projection="pixel"` (as under `architecture="conv"`), its
+            feature maps of the data's spatial shape location by location.
         free_bits: nats of KL per latent layer that are free: the training loss
             uses max(batch-mean KL, free_bits), so the KL gets no gradient
             below it (Kingma et al. 2016). Default 0. Never applied to `elbo`.
@@ -76,6 +84,16 @@ class VAE(LatentVariableModel):
         gated: `True` makes the hidden layers of the default MLPs
             `tfvae.layers.GatedDense`, activation(W x + b) * sigmoid(V x + c)
             (Tomczak & Welling 2018 use them with `activation="linear"`).
+            Under `architecture="conv"` it applies to the hidden dense
+            layers; the convolutions are always gated.
+        architecture: `"mlp"` (default): the default encoder and decoder are
+            MLPs. `"conv"`: they are the gated convolutional networks
+            `tfvae.networks.conv_encoder` and `tfvae.networks.conv_decoder`
+            (filters (32, 64)), and the likelihood head maps the decoder's
+            (H, W, 32) feature maps pixel by pixel (`projection="pixel"`);
+            `input_shape` must be (H, W, C) with H and W divisible by 4.
+            Networks given as `encoder`/`decoder` replace the defaults as
+            usual.
         seed: seed of the model's noise (an int or None).
         **kwargs: base `keras.Model` arguments, such as `name`.
 
@@ -86,6 +104,15 @@ class VAE(LatentVariableModel):
     model.compile(optimizer=keras.optimizers.Adam(1e-3))
     model.fit(x_train, epochs=10, batch_size=100, validation_data=x_valid)
     elbo = model.elbo(x_valid)  # one value per example
+    ```
+
+    A convolutional VAE of (28, 28, 1) images:
+
+    ```python
+    model = tfvae.VAE(
+        input_shape=(28, 28, 1), latent_dim=32, hidden_units=(),
+        architecture="conv",
+    )
     ```
     """
 
@@ -105,12 +132,15 @@ class VAE(LatentVariableModel):
         decoder=None,
         gated=False,
         prior="standard_normal",
+        architecture="mlp",
         seed=None,
         **kwargs,
     ):
+        architecture = check_architecture(architecture, input_shape)
         super().__init__(
             input_shape, beta, num_samples, free_bits, objective, seed, **kwargs
         )
+        self.architecture = architecture
         self.latent_dim = _checks.positive_int(latent_dim, "latent_dim")
         self.hidden_units = _checks.shape_tuple(
             hidden_units, "hidden_units", allow_empty=True
@@ -120,17 +150,38 @@ class VAE(LatentVariableModel):
         self.kl = _checks.one_of(kl, "kl", _KL_ESTIMATORS)
         self.gated = _checks.one_of(gated, "gated", (False, True))
         self._custom_networks = {"encoder": encoder, "decoder": decoder}
-        self.encoder = encoder or mlp(
-            self.hidden_units, activation, flatten=True, name="encoder", gated=gated
-        )
+        units = self.hidden_units
+        if architecture == "conv":
+            self.encoder = encoder or conv_encoder(
+                self.input_shape,
+                hidden_units=units,
+                activation=activation,
+                gated=gated,
+                name="encoder",
+            )
+        else:
+            self.encoder = encoder or mlp(
+                units, activation, flatten=True, name="encoder", gated=gated
+            )
         self.posterior = heads.DiagonalGaussianHead(
             event_shape=(self.latent_dim,), name="posterior"
         )
-        self.decoder = decoder or mlp(
-            self.hidden_units[::-1], activation, name="decoder", gated=gated
-        )
+        if architecture == "conv":
+            self.decoder = decoder or conv_decoder(
+                self.input_shape,
+                hidden_units=units[::-1],
+                activation=activation,
+                gated=gated,
+                name="decoder",
+            )
+        else:
+            self.decoder = decoder or mlp(
+                units[::-1], activation, name="decoder", gated=gated
+            )
         self.prior = self.top_prior(prior, self.latent_dim)
-        self.likelihood = self.likelihood_head(likelihood)
+        self.likelihood = self.likelihood_head(
+            likelihood, projection="pixel" if architecture == "conv" else None
+        )
         if self.kl == "analytic" and not self.prior.analytic_kl:
             raise ValueError(
                 f"kl='analytic' needs a prior with a closed-form KL; "
@@ -216,5 +267,6 @@ class VAE(LatentVariableModel):
             ),
             "kl": self.kl,
             "gated": self.gated,
+            "architecture": self.architecture,
             **networks,
         }

@@ -395,6 +395,7 @@ def verify(name, num_samples=5000, subset=None, seed=0, data_dir=None):
         seed=seed,
         binarize=preprocessing.get("binarize"),
         dequantize=preprocessing.get("dequantize"),
+        shape=model.input_shape,
     )
     measured = certificate.certify(
         model,
@@ -444,7 +445,9 @@ def publish(
         history = json.load(file)
     model = keras.models.load_model(model_path)
     preprocessing = {key: config.get(key) for key in ("binarize", "dequantize")}
-    x = data.load(config["dataset"], "test", seed=0, **preprocessing)
+    x = data.load(
+        config["dataset"], "test", seed=0, shape=model.input_shape, **preprocessing
+    )
     measured = certificate.certify(
         model,
         x,

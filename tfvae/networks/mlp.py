@@ -5,6 +5,12 @@ import keras
 from tfvae.layers import GatedDense
 
 
+def dense_layers(hidden_units, activation, gated=False):
+    """A list of Dense (or `tfvae.layers.GatedDense`) layers of these widths."""
+    layer = GatedDense if gated else keras.layers.Dense
+    return [layer(units, activation=activation) for units in hidden_units]
+
+
 def mlp(hidden_units, activation, flatten=False, name=None, gated=False):
     """A `keras.Sequential` of Dense layers; `()` is the identity (a linear model).
 
@@ -17,8 +23,7 @@ def mlp(hidden_units, activation, flatten=False, name=None, gated=False):
             sigmoid(V x + c), instead of Dense ones.
     """
     layers = [keras.layers.Flatten()] if flatten else []
-    layer = GatedDense if gated else keras.layers.Dense
-    layers += [layer(units, activation=activation) for units in hidden_units]
+    layers += dense_layers(hidden_units, activation, gated)
     if not layers:
         layers = [keras.layers.Identity()]
     return keras.Sequential(layers, name=name)
