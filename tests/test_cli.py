@@ -203,6 +203,18 @@ def test_evaluate_prints_a_table_and_json(trained):
     assert f"intra-op 1, inter-op {cores}" in table
 
 
+def test_evaluate_keeps_its_progress_in_a_file(trained, tmp_path):
+    model, progress = trained / "model.keras", tmp_path / "progress.json"
+    args = ["evaluate", model, "--limit", "50", "--num-samples", "20", "--json"]
+    first = json.loads(run(*args, "--progress", progress).stdout)
+    assert len(json.loads(progress.read_text())["log_likelihood"]) == 50
+    again = json.loads(run(*args, "--progress", progress).stdout)
+    assert again["log_likelihood"] == first["log_likelihood"]
+    other = run(*args[:-2], "30", "--progress", progress, check=False)
+    assert other.returncode != 0
+    assert "belongs to another evaluation (it differs in num_samples)" in other.stderr
+
+
 @pytest.mark.slow
 def test_sample_reconstruct_and_traverse_write_pngs(trained, tmp_path):
     model = trained / "model.keras"

@@ -1,5 +1,6 @@
 """The importance-sampled log-likelihood, proven on models whose likelihood is exact."""
 
+import json
 import math
 import os
 import subprocess
@@ -383,3 +384,76 @@ def test_use_evaluation_threads_after_tensorflow_started_changes_nothing():
     before = tf.config.threading.get_intra_op_parallelism_threads()
     assert not tfvae.estimators.use_evaluation_threads()
     assert tf.config.threading.get_intra_op_parallelism_threads() == before
+
+
+def test_an_interrupted_evaluation_goes_on_from_its_progress_file(
+    tmp_path, monkeypatch
+):
+    """Killed after some chunks, run again: the same values, bit for bit."""
+    from tfvae import estimators
+
+    model = tfvae.VAE(input_shape=(12,), latent_dim=3, hidden_units=(8,), seed=0)
+    x = (np.random.default_rng(0).random((40, 12)) < 0.3).astype("float32")
+    whole = estimators.log_likelihood(
+        model, x, num_samples=30, batch_size=8, seed=3, return_elbo=True
+    )
+    path = tmp_path / "progress.json"
+    monkeypatch.setattr(estimators, "_PROGRESS_SECONDS", 0.0)  # save every chunk
+    calls, dies_after = [], [2]
+    compiled = estimators.compiled_chunk(model)
+
+    def counted_chunk(*args):
+        if len(calls) == dies_after[0]:
+            raise RuntimeError("killed")  # as a kill after two chunks
+        calls.append(1)
+        return compiled(*args)
+
+    monkeypatch.setitem(estimators._CHUNK_FUNCTIONS, model, counted_chunk)
+    with pytest.raises(RuntimeError, match="killed"):
+        estimators.log_likelihood(
+            model, x, num_samples=30, batch_size=8, seed=3, progress=path
+        )
+    assert len(json.loads(path.read_text())["log_likelihood"]) == 16
+    calls.clear()
+    dies_after[0] = None
+    resumed = estimators.log_likelihood(
+        model, x, num_samples=30, batch_size=8, seed=3, progress=path, return_elbo=True
+    )
+    assert len(calls) == 3  # only the 24 examples left, in chunks of 8
+    for a, b in zip(resumed, whole, strict=True):
+        np.testing.assert_array_equal(a, b)
+    # A complete file is the result: nothing is computed again.
+    calls.clear()
+    again = estimators.log_likelihood(
+        model, x, num_samples=30, batch_size=8, seed=3, progress=path
+    )
+    np.testing.assert_array_equal(again, whole[0])
+    assert calls == []
+
+
+@pytest.mark.parametrize(
+    "change, differs",
+    [
+        ({"seed": 4}, "seed"),
+        ({"num_samples": 31}, "num_samples"),
+        ({"x": "other"}, "data_sha256"),
+    ],
+)
+def test_a_progress_file_of_another_evaluation_is_refused(change, differs, tmp_path):
+    from tfvae import estimators
+
+    model = tfvae.VAE(input_shape=(12,), latent_dim=3, hidden_units=(8,), seed=0)
+    x = (np.random.default_rng(0).random((10, 12)) < 0.3).astype("float32")
+    path = tmp_path / "progress.json"
+    estimators.log_likelihood(model, x, num_samples=30, seed=3, progress=path)
+    before = path.read_text()
+    kwargs = {"num_samples": 30, "seed": 3, **change}
+    data = 1 - x if kwargs.pop("x", None) else x
+    with pytest.raises(ValueError, match=f"belongs to another evaluation.*{differs}"):
+        estimators.log_likelihood(model, data, progress=path, **kwargs)
+    assert path.read_text() == before
+    with pytest.raises(ValueError, match="needs an integer seed"):
+        estimators.log_likelihood(model, x, num_samples=30, progress=path)
+    path.write_text("{not json")
+    with pytest.raises(ValueError, match="cannot be read as one"):
+        estimators.log_likelihood(model, x, num_samples=30, seed=3, progress=path)

@@ -17,7 +17,7 @@ from tfvae import diagnostics, estimators
 __all__ = ["certify"]
 
 
-def certify(model, x, num_samples=5000, seed=0, levels=None, verbose=0):
+def certify(model, x, num_samples=5000, seed=0, levels=None, verbose=0, progress=None):
     """Measures a model's fit on `x`: a dict of floats and lists.
 
     Args:
@@ -30,6 +30,9 @@ def certify(model, x, num_samples=5000, seed=0, levels=None, verbose=0):
             the discrete data, so that bits/dim is theirs
             (`tfvae.bits_per_dim`); None otherwise.
         verbose: as for `model.log_likelihood`.
+        progress: None, or a file that keeps the log-likelihood's partial
+            results, so that an evaluation killed midway goes on from them
+            when run again (`tfvae.estimators.log_likelihood`).
 
     Returns:
         The dict of `tfvae.evaluate_log_likelihood` (`log_likelihood`,
@@ -50,7 +53,7 @@ def certify(model, x, num_samples=5000, seed=0, levels=None, verbose=0):
     """
     _check_discrete(model, x)
     result = estimators.evaluate_log_likelihood(
-        model, x, num_samples=num_samples, seed=seed, verbose=verbose
+        model, x, num_samples=num_samples, seed=seed, verbose=verbose, progress=progress
     )
     result["bits_per_dim"] = float(
         estimators.bits_per_dim(result["log_likelihood"], model.input_shape, levels)

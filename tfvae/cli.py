@@ -191,6 +191,12 @@ def _parser():
     evaluate.add_argument("--num-samples", type=_positive_int, default=5000)
     evaluate.add_argument("--seed", type=int, default=0)
     evaluate.add_argument(
+        "--progress",
+        metavar="FILE",
+        help="keep the partial results in FILE and go on from them when run "
+        "again (an evaluation of hours, killed midway, loses nothing)",
+    )
+    evaluate.add_argument(
         "--json", action="store_true", help="print JSON instead of a table"
     )
 
@@ -241,6 +247,12 @@ def _parser():
         "--subset", type=_positive_int, help="a random subset of N test images"
     )
     verify.add_argument("--seed", type=int, default=0)
+    verify.add_argument(
+        "--progress",
+        metavar="FILE",
+        help="keep the partial results in FILE and go on from them when run "
+        "again (an evaluation of hours, killed midway, loses nothing)",
+    )
     publish = zoo_commands.add_parser(
         "publish", help="evaluate a finished training run and write a preset folder"
     )
@@ -250,6 +262,12 @@ def _parser():
     publish.add_argument("--description", default="")
     publish.add_argument("--num-samples", type=_positive_int, default=5000)
     publish.add_argument("--overwrite", action="store_true")
+    publish.add_argument(
+        "--progress",
+        metavar="FILE",
+        help="keep the partial results in FILE and go on from them when run "
+        "again (an evaluation of hours, killed midway, loses nothing)",
+    )
 
     export = commands.add_parser("export", help="a SavedModel for TF Serving")
     export.add_argument("model_path", metavar="MODEL")
@@ -355,6 +373,7 @@ def _evaluate(args):
         num_samples=args.num_samples,
         seed=args.seed,
         levels=data.dequantize_levels(args.dataset, args.dequantize),
+        progress=args.progress,
     )
     result.update(
         dataset=str(args.dataset),
@@ -468,7 +487,11 @@ def _zoo(args):
         return 0
     if args.zoo_command == "verify":
         recorded, measured = zoo.verify(
-            args.name, num_samples=args.num_samples, subset=args.subset, seed=args.seed
+            args.name,
+            num_samples=args.num_samples,
+            subset=args.subset,
+            seed=args.seed,
+            progress=args.progress,
         )
         print(
             f"{args.name}: test split, {measured['num_examples']} examples, "
@@ -497,6 +520,7 @@ def _publish(args):
         description=args.description,
         num_samples=args.num_samples,
         overwrite=args.overwrite,
+        progress=args.progress,
     )
     print(json.dumps(metadata["metrics"], indent=2))
     parent = os.path.dirname(os.path.abspath(args.folder))

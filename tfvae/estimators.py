@@ -16,17 +16,27 @@ chunk) and, inside a call, over blocks of samples evaluated one after the
 other, each within a memory budget. The noise of sample k of example i is a
 fixed function of `(seed, i, k)`, so the estimate does not depend on the
 chunking (or on `batch_size`); blocks are combined with log-sum-exp in float32.
+
+An evaluation that takes hours (a convolutional decoder, K = 5000, 10,000
+test images) can keep its partial results in a progress file
+(`progress=`): the values of the examples done so far, written atomically
+every `_PROGRESS_SECONDS` and at the end. Run again with the same file, it
+goes on from there; since the noise of each example is fixed by its index,
+the merged result is bit-identical to that of an uninterrupted run.
 """
 
+import hashlib
+import json
 import math
 import os
+import time
 import weakref
 
 import keras
 import numpy as np
 import tensorflow as tf
 
-from tfvae import _checks
+from tfvae import _checks, _files
 from tfvae import noise as noise_lib
 
 __all__ = [
@@ -39,6 +49,10 @@ __all__ = [
 ]
 
 DEFAULT_MEMORY_BUDGET = 256 * 2**20
+
+# How often a progress file is rewritten during an evaluation, in seconds.
+_PROGRESS_SECONDS = 30.0
+_PROGRESS_KIND = "tfvae log-likelihood progress"
 
 
 _THREAD_VARIABLES = ("TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS")
@@ -227,8 +241,15 @@ def log_likelihood(
     memory_budget=DEFAULT_MEMORY_BUDGET,
     verbose="auto",
     return_elbo=False,
+    progress=None,
 ):
-    """Importance-sampled log p(x) of each example; see `VAE.log_likelihood`."""
+    """Importance-sampled log p(x) of each example; see `VAE.log_likelihood`.
+
+    `progress`: None, or the path of a JSON file that keeps the results of
+    the examples done so far (see the module docstring); it needs an integer
+    `seed`. A file of another evaluation (other data, weights, K, seed or
+    chunking) is refused, not overwritten.
+    """
     num_samples = _checks.positive_int(num_samples, "num_samples")
     if batch_size is not None:
         batch_size = _checks.positive_int(batch_size, "batch_size")
@@ -236,24 +257,36 @@ def log_likelihood(
     _checks.one_of(verbose, "verbose", ("auto", 0, 1, True, False))
     arrays = model.as_arrays(x)
     model.check_data(arrays)
+    if progress is not None and not isinstance(seed, int):
+        raise ValueError(
+            "an evaluation with a progress file needs an integer seed, so that "
+            f"a resumed run draws the same samples. Received: seed={seed!r}"
+        )
     if seed is None:
         seed = int(keras.random.randint((), 0, 2**31 - 1, seed=model.seed_generator))
-    seed = tf.constant(seed, dtype=tf.int64)
     num_examples = len(tf.nest.flatten(arrays)[0])
     examples, block = chunk_sizes(
         model, num_examples, num_samples, batch_size, memory_budget
     )
+    done = {"log_likelihood": [], "elbo": []}
+    if progress is not None:
+        fingerprint = _fingerprint(model, arrays, num_samples, seed, examples, block)
+        done = _read_progress(progress, fingerprint)
+    seed = tf.constant(seed, dtype=tf.int64)
     if verbose == "auto":
         verbose = num_examples * num_samples >= 10**6
-    progress = (
-        keras.utils.Progbar(num_examples, unit_name="example") if verbose else None
-    )
+    bar = keras.utils.Progbar(num_examples, unit_name="example") if verbose else None
     chunk = _CHUNK_FUNCTIONS.get(model)
     if chunk is None:
         chunk = _CHUNK_FUNCTIONS[model] = compiled_chunk(model)
 
-    log_likelihoods, elbos = [], []
-    for start in range(0, num_examples, examples):
+    log_likelihoods = [np.asarray(done["log_likelihood"], np.float32)]
+    elbos = [np.asarray(done["elbo"], np.float32)]
+    first = len(log_likelihoods[0])
+    if bar is not None and first:
+        bar.add(first)
+    saved = time.monotonic()
+    for start in range(first, num_examples, examples):
         part = examples_between(arrays, start, start + examples)
         count = len(tf.nest.flatten(part)[0])
         index = tf.range(start, start + count)
@@ -261,12 +294,73 @@ def log_likelihood(
         lse, total = chunk(x_chunk, index, seed, num_samples, block)
         log_likelihoods.append(lse.numpy() - math.log(num_samples))
         elbos.append(total.numpy() / num_samples)
-        if progress is not None:
-            progress.add(count)
+        if bar is not None:
+            bar.add(count)
+        last = start + count >= num_examples
+        if progress is not None and (
+            last or time.monotonic() - saved >= _PROGRESS_SECONDS
+        ):
+            _write_progress(progress, fingerprint, log_likelihoods, elbos)
+            saved = time.monotonic()
     result = np.concatenate(log_likelihoods)
     if return_elbo:
         return result, np.concatenate(elbos)
     return result
+
+
+def _fingerprint(model, arrays, num_samples, seed, examples, block):
+    """What makes an evaluation's values what they are: data, weights, K, seed."""
+    data = hashlib.sha256()
+    for array in tf.nest.flatten(arrays):
+        data.update(np.ascontiguousarray(array, np.float32).tobytes())
+    weights = hashlib.sha256()
+    for weight in model.weights:
+        weights.update(np.ascontiguousarray(weight.numpy()).tobytes())
+    return {
+        "num_examples": len(tf.nest.flatten(arrays)[0]),
+        "data_sha256": data.hexdigest(),
+        "weights_sha256": weights.hexdigest(),
+        "num_samples": num_samples,
+        "seed": seed,
+        "examples_per_call": examples,
+        "samples_per_block": block,
+    }
+
+
+def _read_progress(path, fingerprint):
+    """The values a progress file holds, or none for a file not yet written."""
+    if not os.path.exists(path):
+        return {"log_likelihood": [], "elbo": []}
+    try:
+        with open(path) as file:
+            saved = json.load(file)
+        kind, theirs = saved["kind"], saved["fingerprint"]
+        values = {name: saved[name] for name in ("log_likelihood", "elbo")}
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise ValueError(
+            f"the progress file {path} cannot be read as one ({error}); remove "
+            "it, or choose another path"
+        ) from None
+    if kind != _PROGRESS_KIND or theirs != fingerprint:
+        different = sorted(k for k in fingerprint if theirs.get(k) != fingerprint[k])
+        raise ValueError(
+            f"the progress file {path} belongs to another evaluation (it differs "
+            f"in {', '.join(different) or 'kind'}); remove it, or choose another "
+            "path"
+        )
+    return values
+
+
+def _write_progress(path, fingerprint, log_likelihoods, elbos):
+    _files.write_json(
+        path,
+        {
+            "kind": _PROGRESS_KIND,
+            "fingerprint": fingerprint,
+            "log_likelihood": np.concatenate(log_likelihoods).tolist(),
+            "elbo": np.concatenate(elbos).tolist(),
+        },
+    )
 
 
 def examples_between(arrays, start, stop):
@@ -275,7 +369,13 @@ def examples_between(arrays, start, stop):
 
 
 def evaluate_log_likelihood(
-    model, data, num_samples=5000, batch_size=None, seed=None, verbose="auto"
+    model,
+    data,
+    num_samples=5000,
+    batch_size=None,
+    seed=None,
+    verbose="auto",
+    progress=None,
 ):
     """Mean log-likelihood of a data set with its standard error, and its ELBO.
 
@@ -289,6 +389,8 @@ def evaluate_log_likelihood(
         data: an array of examples, shape (n, *input_shape).
         num_samples: K, importance samples per example (papers use 5000).
         batch_size, seed, verbose: as for `model.log_likelihood`.
+        progress: None, or a file that keeps the partial results (see
+            `log_likelihood`).
 
     Returns:
         A dict of floats (nats per example): `log_likelihood` (mean),
@@ -310,6 +412,7 @@ def evaluate_log_likelihood(
         seed=seed,
         verbose=verbose,
         return_elbo=True,
+        progress=progress,
     )
 
     def stderr(v):

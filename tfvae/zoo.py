@@ -376,13 +376,15 @@ def _check_class(config, model_class, name):
         )
 
 
-def verify(name, num_samples=5000, subset=None, seed=0, data_dir=None):
+def verify(name, num_samples=5000, subset=None, seed=0, data_dir=None, progress=None):
     """Recomputes a preset's test metrics: (recorded metrics, measured dict).
 
     The measured dict is the certificate of fit (`tfvae.certify`) on the
     test split, or on a seeded random `subset` of it: the ELBO and
     log-likelihood with their standard errors (0 for a single example), NLL,
-    bits/dim, active units and KL per layer.
+    bits/dim, active units and KL per layer. With `progress` (a file path)
+    the log-likelihood keeps its partial results there and a run killed
+    midway goes on from them (`tfvae.certify`).
     """
     metadata = info(name)
     model = load(name)
@@ -405,6 +407,7 @@ def verify(name, num_samples=5000, subset=None, seed=0, data_dir=None):
         levels=data.dequantize_levels(
             preprocessing["name"], preprocessing.get("dequantize")
         ),
+        progress=progress,
     )
     for key in ("elbo_stderr", "log_likelihood_stderr"):
         measured[key] = certificate.stderr_or_zero(measured[key])
@@ -412,7 +415,13 @@ def verify(name, num_samples=5000, subset=None, seed=0, data_dir=None):
 
 
 def publish(
-    run_dir, folder, recipe=None, description="", num_samples=5000, overwrite=False
+    run_dir,
+    folder,
+    recipe=None,
+    description="",
+    num_samples=5000,
+    overwrite=False,
+    progress=None,
 ):
     """Evaluates a finished training run and writes it as a preset folder.
 
@@ -430,6 +439,9 @@ def publish(
         description: the card's description.
         num_samples: K of the log-likelihood.
         overwrite: replace an existing preset folder.
+        progress: None, or a file that keeps the evaluation's partial
+            results, so that a killed publish goes on from them when run
+            again.
 
     Returns:
         The metadata written.
@@ -455,6 +467,7 @@ def publish(
         seed=0,
         levels=data.dequantize_levels(config["dataset"], preprocessing["dequantize"]),
         verbose="auto",
+        progress=progress,
     )
     metrics = {
         key: round(measured[key], 3)
