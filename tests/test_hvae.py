@@ -376,6 +376,8 @@ def test_the_shared_model_test(kwargs, tmp_path):
             r"\('bottom_up', 'ladder', 'top_down'\). Received: inference='sideways'",
         ),
         ({"skip": "yes"}, r"Received: skip=.yes."),
+        ({"skip": 1}, r"`skip` must be True or False. Received: skip=1"),
+        ({"gated": 0}, r"`gated` must be True or False. Received: gated=0"),
     ],
 )
 def test_bad_constructor_arguments(kwargs, match):

@@ -82,6 +82,13 @@ def positive_threshold(value, name):
     return float(value)
 
 
+def boolean(value, name):
+    """True or False itself: not 1, 0 or "yes" (`1 in (False, True)` is True)."""
+    if not isinstance(value, bool):
+        raise ValueError(f"`{name}` must be True or False. Received: {name}={value!r}")
+    return value
+
+
 def one_of(value, name, choices):
     if value not in choices:
         raise ValueError(

@@ -210,8 +210,8 @@ class HierarchicalVAE(LatentVariableModel):
         )
         self.architecture = architecture
         self.inference = _checks.one_of(inference, "inference", _INFERENCES)
-        self.gated = _checks.one_of(gated, "gated", (False, True))
-        self.skip = _checks.one_of(skip, "skip", (False, True))
+        self.gated = _checks.boolean(gated, "gated")
+        self.skip = _checks.boolean(skip, "skip")
         self.latent_dims = _checks.shape_tuple(latent_dims, "latent_dims")
         self.hidden_units = _hidden_units_per_layer(hidden_units, self.latent_dims)
         keras.activations.get(activation)

@@ -148,7 +148,7 @@ class VAE(LatentVariableModel):
         keras.activations.get(activation)
         self.activation = activation
         self.kl = _checks.one_of(kl, "kl", _KL_ESTIMATORS)
-        self.gated = _checks.one_of(gated, "gated", (False, True))
+        self.gated = _checks.boolean(gated, "gated")
         self._custom_networks = {"encoder": encoder, "decoder": decoder}
         units = self.hidden_units
         if architecture == "conv":
