@@ -405,6 +405,18 @@ def test_bad_data_fails_before_any_step(data, match):
         np.testing.assert_array_equal(a, b)
 
 
+def fit_with_warmup(model, train, valid):
+    """`EPOCHS` epochs with a KL warm-up over `WARMUP`: the history."""
+    return model.fit(
+        train,
+        epochs=EPOCHS,
+        batch_size=100,
+        validation_data=valid,
+        callbacks=[tfvae.callbacks.KLWarmup(epochs=WARMUP)],
+        verbose=0,
+    ).history
+
+
 def mnist_subsets(binarized_mnist):
     """10,000 training and 1,000 validation images; seeds Keras."""
     rng = np.random.default_rng(0)
@@ -432,14 +444,7 @@ def test_two_layer_model_trains_on_binarized_mnist_without_collapse(binarized_mn
     )
     model.compile(optimizer=keras.optimizers.Adam(1e-3))
     before = model.evaluate(valid, batch_size=500, verbose=0, return_dict=True)["elbo"]
-    history = model.fit(
-        train,
-        epochs=EPOCHS,
-        batch_size=100,
-        validation_data=valid,
-        callbacks=[tfvae.callbacks.KLWarmup(epochs=WARMUP)],
-        verbose=0,
-    ).history
+    history = fit_with_warmup(model, train, valid)
     after = history["val_elbo"][-1]
     print(
         f"val_elbo {before:.0f} -> {after:.0f}, val_kl_2 {history['val_kl_2'][-1]:.2f}"
@@ -475,14 +480,7 @@ def test_three_layers_train_without_collapse_under_top_down_inference(
         seed=0,
     )
     model.compile(optimizer=keras.optimizers.Adam(1e-3))
-    history = model.fit(
-        train,
-        epochs=EPOCHS,
-        batch_size=100,
-        validation_data=valid,
-        callbacks=[tfvae.callbacks.KLWarmup(epochs=WARMUP)],
-        verbose=0,
-    ).history
+    history = fit_with_warmup(model, train, valid)
     kls = [history[f"val_kl_{layer}"][-1] for layer in (1, 2, 3)]
     print(f"val_elbo {history['val_elbo'][-1]:.2f}, val KL per layer {kls}")
     assert min(kls) > 1.0, kls

@@ -27,6 +27,20 @@ class WeightsAfterEachBatch(keras.callbacks.Callback):
         self.weights.append([w.numpy().copy() for w in self.model.trainable_weights])
 
 
+def fit_recording(model, weights):
+    """One epoch in order, with these sample weights: (history, recorder)."""
+    record = WeightsAfterEachBatch()
+    history = model.fit(
+        X,
+        sample_weight=weights,
+        batch_size=BATCH,
+        shuffle=False,
+        verbose=0,
+        callbacks=[record],
+    ).history
+    return history, record
+
+
 def changed(before, after):
     return any(not np.array_equal(a, b) for a, b in zip(before, after, strict=True))
 
@@ -54,15 +68,7 @@ def test_an_injected_bad_gradient_skips_that_step_and_only_that_step(bad_weight)
         steps_per_execution=1,
     )
     initial = [w.numpy().copy() for w in model.trainable_weights]
-    record = WeightsAfterEachBatch()
-    history = model.fit(
-        X,
-        sample_weight=weights,
-        batch_size=BATCH,
-        shuffle=False,
-        verbose=0,
-        callbacks=[record],
-    ).history
+    history, record = fit_recording(model, weights)
     states = [initial, *record.weights]
     moved = [changed(states[i], states[i + 1]) for i in range(12)]
     assert moved == [i != 4 for i in range(12)]
@@ -78,15 +84,7 @@ def test_the_same_run_without_skipping_takes_the_outlier_step():
     weights[4 * BATCH : 5 * BATCH] = 1e6
     model = small_vae()
     model.compile(optimizer=keras.optimizers.Adam(1e-3), steps_per_execution=1)
-    record = WeightsAfterEachBatch()
-    history = model.fit(
-        X,
-        sample_weight=weights,
-        batch_size=BATCH,
-        shuffle=False,
-        verbose=0,
-        callbacks=[record],
-    ).history
+    history, record = fit_recording(model, weights)
     assert changed(record.weights[3], record.weights[4])
     assert "skipped" not in history and "grad_norm" not in history
 

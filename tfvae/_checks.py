@@ -345,12 +345,13 @@ def data_errors():
         yield
     except tf.errors.InvalidArgumentError as error:
         message = error.message
-        if _SKIPS_MARK in message:
-            detail = message[message.index(_SKIPS_MARK) - 1 :].splitlines()[0]
-            raise FloatingPointError(_skips_message(detail)) from error
-        if _NON_FINITE_MARK in message:
-            detail = message[message.index(_NON_FINITE_MARK) - 1 :].splitlines()[0]
-            raise FloatingPointError(_non_finite_message(detail)) from error
+        for mark, describe in (
+            (_SKIPS_MARK, _skips_message),
+            (_NON_FINITE_MARK, _non_finite_message),
+        ):
+            if mark in message:
+                detail = message[message.index(mark) - 1 :].splitlines()[0]
+                raise FloatingPointError(describe(detail)) from error
         if _MARK not in message:
             raise
         detail = message[message.index(_MARK) + len(_MARK) :].splitlines()[0]

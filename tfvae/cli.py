@@ -58,6 +58,16 @@ def _momentum(text):
     return value
 
 
+def _progress_argument(parser):
+    """`--progress FILE`: an evaluation's partial results, to go on from."""
+    parser.add_argument(
+        "--progress",
+        metavar="FILE",
+        help="keep the partial results in FILE and go on from them when run "
+        "again (an evaluation of hours, killed midway, loses nothing)",
+    )
+
+
 def _parser():
     parser = _Parser(prog="tfvae", description="Variational autoencoders for Keras 3.")
     parser.add_argument("--version", action="version", version=f"tfvae {__version__}")
@@ -190,12 +200,7 @@ def _parser():
     _data_arguments(evaluate)
     evaluate.add_argument("--num-samples", type=_positive_int, default=5000)
     evaluate.add_argument("--seed", type=int, default=0)
-    evaluate.add_argument(
-        "--progress",
-        metavar="FILE",
-        help="keep the partial results in FILE and go on from them when run "
-        "again (an evaluation of hours, killed midway, loses nothing)",
-    )
+    _progress_argument(evaluate)
     evaluate.add_argument(
         "--json", action="store_true", help="print JSON instead of a table"
     )
@@ -247,12 +252,7 @@ def _parser():
         "--subset", type=_positive_int, help="a random subset of N test images"
     )
     verify.add_argument("--seed", type=int, default=0)
-    verify.add_argument(
-        "--progress",
-        metavar="FILE",
-        help="keep the partial results in FILE and go on from them when run "
-        "again (an evaluation of hours, killed midway, loses nothing)",
-    )
+    _progress_argument(verify)
     publish = zoo_commands.add_parser(
         "publish", help="evaluate a finished training run and write a preset folder"
     )
@@ -262,12 +262,7 @@ def _parser():
     publish.add_argument("--description", default="")
     publish.add_argument("--num-samples", type=_positive_int, default=5000)
     publish.add_argument("--overwrite", action="store_true")
-    publish.add_argument(
-        "--progress",
-        metavar="FILE",
-        help="keep the partial results in FILE and go on from them when run "
-        "again (an evaluation of hours, killed midway, loses nothing)",
-    )
+    _progress_argument(publish)
 
     export = commands.add_parser("export", help="a SavedModel for TF Serving")
     export.add_argument("model_path", metavar="MODEL")

@@ -3,6 +3,8 @@
 import keras
 from keras import ops
 
+from tfvae import _checks
+
 __all__ = ["GatedDense", "GatedConv2D", "GatedConv2DTranspose"]
 
 
@@ -30,11 +32,7 @@ class GatedDense(keras.layers.Layer):
 
     def __init__(self, units, activation=None, **kwargs):
         super().__init__(**kwargs)
-        if isinstance(units, bool) or not isinstance(units, int) or units < 1:
-            raise ValueError(
-                f"`units` must be an integer >= 1. Received: units={units!r}"
-            )
-        self.units = units
+        self.units = _checks.positive_int(units, "units")
         self.activation = keras.activations.get(activation)
         self.projection = keras.layers.Dense(2 * units, name="projection")
 
@@ -77,17 +75,8 @@ class _GatedConvolution(keras.layers.Layer):
         **kwargs,
     ):
         super().__init__(**kwargs)
-        if isinstance(filters, bool) or not isinstance(filters, int) or filters < 1:
-            raise ValueError(
-                f"`filters` must be an integer >= 1. Received: filters={filters!r}"
-            )
-        if padding not in ("same", "valid"):
-            raise ValueError(
-                "`padding` must be one of ('same', 'valid'). "
-                f"Received: padding={padding!r}"
-            )
-        self.filters = filters
-        self.padding = padding
+        self.filters = _checks.positive_int(filters, "filters")
+        self.padding = _checks.one_of(padding, "padding", ("same", "valid"))
         self.activation = keras.activations.get(activation)
         # The convolution checks kernel_size and strides, and standardizes them.
         self.projection = self.convolution(

@@ -218,13 +218,14 @@ class Trainer(keras.Model):
             )
         with tf.control_dependencies(checks):
             self._apply_unless(skip, gradients)
-        kept = 1.0 - tf.cast(skip, "float32")
+        skipped = tf.cast(skip, "float32")
+        kept = 1.0 - skipped
         values = {name: tf.where(skip, 0.0, v) for name, v in values.items()}
         if sample_weight is None:
             sample_weight = tf.ones_like(values["elbo"])
         # Each replica counts its share: the metric sums over the replicas.
         replicas = tf.distribute.get_strategy().num_replicas_in_sync
-        self._update_trackers["skipped"].update_state((1.0 - kept) / replicas)
+        self._update_trackers["skipped"].update_state(skipped / replicas)
         self._update_trackers["grad_norm"].update_state(
             tf.where(skip, 0.0, norm), sample_weight=kept
         )
