@@ -33,3 +33,25 @@ def binarized_mnist():
             split: np.unpackbits(packed[split], axis=1)[:, :784].astype("float32")
             for split in ("train", "valid", "test")
         }
+
+
+@pytest.fixture(scope="session")
+def data_dir():
+    """$TFVAE_DATA_DIR, checked to hold every data file of ../shared/data.
+
+    Fails (never skips) when one is missing: CI must run the tests that need
+    them.
+    """
+    folder = os.environ.get("TFVAE_DATA_DIR")
+    files = (
+        "binarized_mnist.npz",
+        "mnist.npz",
+        "fashion_mnist.npz",
+        "caltech101_silhouettes_28.npz",
+    )
+    missing = [f for f in files if not folder or not os.path.exists(f"{folder}/{f}")]
+    if missing:
+        pytest.fail(
+            f"These tests need {missing} in $TFVAE_DATA_DIR; TFVAE_DATA_DIR={folder!r}."
+        )
+    return folder

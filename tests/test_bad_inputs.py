@@ -130,7 +130,7 @@ CLI_ROWS = [
         "--max-consecutive-skips: must be >= 1",
     ),
     (
-        ["train", "--dataset", "mnist", "--early-stopping", "3", "--out", "r"],
+        ["train", "--dataset", "grey.npz", "--early-stopping", "3", "--out", "r"],
         "needs a validation split",
     ),
     (
@@ -166,6 +166,15 @@ CLI_ROWS = [
         "no such model file or preset",
     ),
     (["evaluate", "vae_bernoulli_bmnist", "--split", "nosuch"], "`split` must be"),
+    (
+        ["evaluate", "vae_bernoulli_bmnist", "--binarizations", "3"],
+        "needs --binarize dynamic",
+    ),
+    (
+        ["evaluate", "vae_bernoulli_bmnist", "--binarize", "dynamic"]
+        + ["--binarizations", "0"],
+        "argument --binarizations",
+    ),
     (["sample", "vae_bernoulli_bmnist", "--num", "-3"], "argument --num"),
     (["sample", "vae_bernoulli_bmnist", "--out", "s.jpg"], "ending in .png"),
     (["sample", "vae_bernoulli_bmnist", "--out", "nowhere/s.png"], "does not exist"),
@@ -258,6 +267,11 @@ API_ROWS = [
     (lambda: tfvae.runs.train({"epochs": -1}, "r"), "'epochs' must be an integer"),
     (lambda: tfvae.runs.train({"seed": "a"}, "r"), "'seed' must be an integer"),
     (lambda: tfvae.data.load("empty.npz"), "holds no examples"),
+    (lambda: tfvae.data.load(X, labels=True), "an array has none"),
+    (lambda: tfvae.data.dataset("digits", redraw="no"), "redraw='no'"),
+    (lambda: tfvae.certify(vae(), X, binarizations=0), "binarizations"),
+    (lambda: tfvae.certify(vae(), X * 3, binarizations=2), "grey levels in [0, 1]"),
+    (lambda: tfvae.heads.DiscretizedLogisticHead(levels=1), "levels=1"),
 ]
 
 

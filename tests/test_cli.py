@@ -86,7 +86,7 @@ def test_commands_print_nothing_of_tensorflow(tmp_path):
     }
     png = tmp_path / "s.png"
     for args, out in (
-        (["zoo", "list"], "vae_bernoulli_bmnist_2d\n"),
+        (["zoo", "list", "--names"], "vae_bernoulli_bmnist_2d\n"),
         (["--help"], "usage: tfvae"),
         (["sample", "vae_bernoulli_bmnist_2d", "--out", png], f"wrote {png}"),
         (
@@ -422,7 +422,15 @@ def test_lr_plateau_halves_the_rate_after_epochs_without_a_better_bound(tmp_path
             "--inference ladder applies to --model hvae only",
         ),
         (
-            ["train", "--dataset", "mnist", "--lr-plateau", "5", "--out", "OUT"],
+            [
+                "train",
+                "--dataset",
+                "no_valid_split.npz",
+                "--lr-plateau",
+                "5",
+                "--out",
+                "OUT",
+            ],
             "lr_plateau needs a validation split",
         ),
     ],
@@ -459,3 +467,28 @@ def test_pseudo_inputs_draws_the_vampprior_pseudo_inputs(tmp_path, capsys):
     other = str(tmp_path / "v.png")
     assert cli.main(["pseudo-inputs", "vae_gaussian_digits", "--out", other]) == 2
     assert "no pseudo-inputs" in capsys.readouterr().err
+
+
+def test_zoo_list_shows_dataset_likelihood_nll_and_size(capsys):
+    from tfvae import zoo
+
+    assert cli.main(["zoo", "list"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split()[:4] == ["preset", "dataset", "likelihood", "test"]
+    assert len(lines) == len(zoo.list()) + 1
+    for name, line in zip(zoo.list(), lines[1:], strict=True):
+        meta = zoo.info(name)
+        assert line.split()[0] == name
+        assert meta["data"]["name"] in line
+        bits = meta["metrics"].get("bits_per_dim")
+        assert (f"{bits:.4f}" if bits is not None else "  -  ") in line
+        assert f"{meta['parameters'] / 1e6:.2f}M params" in line
+        if meta["data"].get("dequantize"):
+            # The discrete data's NLL, from bits/dim: not the density's.
+            dims = np.prod(meta["input_shape"])
+            nll = meta["metrics"]["bits_per_dim"] * dims * np.log(2)
+            assert f"{nll:.2f} nats" in line
+        else:
+            assert f"{meta['metrics']['nll']:.2f} nats" in line
+    assert cli.main(["zoo", "list", "--names"]) == 0
+    assert capsys.readouterr().out.split() == zoo.list()

@@ -165,6 +165,11 @@ def test_offline_error_says_where_it_looked_and_what_to_do(isolated):
         data.load("binarized_mnist", "test", download=False)
 
 
+def idx_labels(labels):
+    header = (2049).to_bytes(4, "big") + len(labels).to_bytes(4, "big")
+    return gzip.compress(header + np.asarray(labels, np.uint8).tobytes())
+
+
 def idx_images(images):
     header = (2051).to_bytes(4, "big") + len(images).to_bytes(4, "big")
     header += (28).to_bytes(4, "big") + (28).to_bytes(4, "big")
@@ -174,20 +179,48 @@ def idx_images(images):
 def test_fashion_mnist_from_a_file_url(isolated, monkeypatch):
     served = isolated / "served"
     served.mkdir()
-    images = {
+    arrays = {
         s: RNG.integers(0, 256, (n, 28, 28)) for s, n in (("train", 6), ("test", 3))
     }
+    arrays.update(
+        train_labels=RNG.integers(0, 10, 6), test_labels=RNG.integers(0, 10, 3)
+    )
     digests = {}
-    for split, file in data._SOURCES["fashion_mnist"].files.items():
-        raw = idx_images(images[split])
+    for key, file in data._SOURCES["fashion_mnist"].files.items():
+        if key.endswith("_labels"):
+            raw = idx_labels(arrays[key])
+        else:
+            raw = idx_images(arrays[key])
         (served / file).write_bytes(raw)
-        digests[split] = ("md5", hashlib.md5(raw).hexdigest())
-    source = dataclasses.replace(data._SOURCES["fashion_mnist"], digests=digests)
+        digests[key] = ("md5", hashlib.md5(raw).hexdigest())
+    source = dataclasses.replace(
+        data._SOURCES["fashion_mnist"], digests=digests, held_out=2
+    )
     monkeypatch.setitem(data._SOURCES, "fashion_mnist", source)
-    x = data.load("fashion_mnist", "test", source=served.as_uri())
-    np.testing.assert_allclose(x, images["test"].reshape(3, 784) / 255.0, rtol=1e-6)
+    x, y = data.load("fashion_mnist", "test", source=served.as_uri(), labels=True)
+    np.testing.assert_allclose(x, arrays["test"].reshape(3, 784) / 255.0, rtol=1e-6)
+    np.testing.assert_array_equal(y, arrays["test_labels"])
     assert (isolated / "xdg" / "tfvae" / "fashion_mnist.npz").exists()
-    assert data.load("fashion_mnist", "train", download=False).shape == (6, 784)
+    # The cache has the format of ../shared/data: images and labels.
+    with np.load(isolated / "xdg" / "tfvae" / "fashion_mnist.npz") as cached:
+        assert sorted(cached.files) == [
+            "test",
+            "test_labels",
+            "train",
+            "train_labels",
+        ]
+        assert cached["train"].shape == (6, 28, 28)
+    # The last `held_out` training images are the validation split.
+    train, y_train = data.load("fashion_mnist", "train", download=False, labels=True)
+    valid, y_valid = data.load("fashion_mnist", "valid", download=False, labels=True)
+    assert train.shape == (4, 784) and valid.shape == (2, 784)
+    np.testing.assert_allclose(
+        np.concatenate([train, valid]), arrays["train"].reshape(6, 784) / 255.0
+    )
+    np.testing.assert_array_equal(
+        np.concatenate([y_train, y_valid]), arrays["train_labels"]
+    )
+    assert data.load("fashion_mnist", "train_full", download=False).shape == (6, 784)
 
 
 def test_mnist_from_keras_npz_on_a_local_server(isolated, monkeypatch):
@@ -197,19 +230,25 @@ def test_mnist_from_keras_npz_on_a_local_server(isolated, monkeypatch):
         RNG.integers(0, 256, (5, 28, 28)),
         RNG.integers(0, 256, (2, 28, 28)),
     )
+    y_train = RNG.integers(0, 10, 5).astype(np.uint8)
     np.savez(
         served / "mnist.npz",
         x_train=x_train.astype(np.uint8),
+        y_train=y_train,
         x_test=x_test.astype(np.uint8),
+        y_test=np.zeros(2, np.uint8),
     )
     digest = hashlib.sha256((served / "mnist.npz").read_bytes()).hexdigest()
     source = dataclasses.replace(
-        data._SOURCES["mnist"], digests={"*": ("sha256", digest)}
+        data._SOURCES["mnist"], digests={"*": ("sha256", digest)}, held_out=1
     )
     monkeypatch.setitem(data._SOURCES, "mnist", source)
     with http_server(served) as url:
-        x = data.load("mnist", "train", data_dir=isolated / "d", source=url)
-    np.testing.assert_allclose(x, x_train.reshape(5, 784) / 255.0, rtol=1e-6)
+        x, y = data.load(
+            "mnist", "train", data_dir=isolated / "d", source=url, labels=True
+        )
+    np.testing.assert_allclose(x, x_train[:4].reshape(4, 784) / 255.0, rtol=1e-6)
+    np.testing.assert_array_equal(y, y_train[:4])
 
 
 def test_arrays_and_files(tmp_path):
@@ -241,12 +280,14 @@ def test_digits_splits_are_disjoint_and_scaled():
 
 
 def test_unknown_names_and_splits():
-    with pytest.raises(ValueError, match=r"Valid names: \['binarized_mnist', 'digits'"):
+    with pytest.raises(
+        ValueError, match=r"Valid names: \['binarized_mnist', 'caltech101_silhouettes'"
+    ):
         data.load("cifar10")
     with pytest.raises(
-        ValueError, match=r"\('train', 'test'\). Received: split='valid'"
+        ValueError, match=r"\('train', 'valid', 'test'\). Received: split='full'"
     ):
-        data.load("mnist", "valid")
+        data.load("digits", "full")
     with pytest.raises(ValueError, match="binarize='static'"):
         data.load("digits", binarize="static")
 
@@ -343,3 +384,139 @@ def test_images_for_a_convolutional_model():
     assert data.image_shape("some/file.npz") is None
     with pytest.raises(ValueError, match=r"cannot be reshaped to shape=\(28, 28, 1\)"):
         data.load("digits", "test", shape=(28, 28, 1))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "name, train_mean, test_mean",
+    [("mnist", 0.1307, 0.1325), ("fashion_mnist", 0.2860, 0.2868)],
+)
+def test_real_grey_level_sets_have_a_validation_split_and_labels(
+    data_dir, name, train_mean, test_mean
+):
+    full, y_full = data.load(name, "train_full", labels=True)
+    train, y_train = data.load(name, "train", labels=True)
+    valid, y_valid = data.load(name, "valid", labels=True)
+    test, y_test = data.load(name, "test", labels=True)
+    assert [len(a) for a in (full, train, valid, test)] == [60000, 50000, 10000, 10000]
+    # The README's means: of all 60,000 training images, and of the test set.
+    assert abs(full.mean() - train_mean) < 1e-4 and abs(test.mean() - test_mean) < 1e-4
+    # valid is the last 10,000 published training images, train the rest.
+    np.testing.assert_array_equal(np.concatenate([train, valid]), full)
+    np.testing.assert_array_equal(np.concatenate([y_train, y_valid]), y_full)
+    for x, y in ((full, y_full), (test, y_test)):
+        assert x.dtype == np.float32 and x.shape[1] == 784
+        np.testing.assert_array_equal(np.unique(np.round(x * 255) / 255), np.unique(x))
+        assert y.dtype == np.int64 and set(np.unique(y)) == set(range(10))
+
+
+@pytest.mark.slow
+def test_real_caltech_silhouettes_is_inverted_with_zero_based_labels(data_dir):
+    with np.load(f"{data_dir}/caltech101_silhouettes_28.npz") as stored:
+        for split, n in (("train", 4100), ("valid", 2264), ("test", 2307)):
+            x, y = data.load("caltech101_silhouettes", split, labels=True)
+            assert x.shape == (n, 784) and x.dtype == np.float32
+            # The object is 1: the stored 0, upright, row-major.
+            np.testing.assert_array_equal(x, 1 - stored[split].reshape(n, 784))
+            np.testing.assert_array_equal(y, stored[f"{split}_labels"] - 1)
+            assert y.min() >= 0 and y.max() <= 100
+    assert data.image_shape("caltech101_silhouettes") == (28, 28, 1)
+    assert data.splits("caltech101_silhouettes") == ("train", "valid", "test")
+
+
+@pytest.mark.slow
+def test_caltech_silhouettes_from_the_matlab_file_on_a_local_server(data_dir, isolated):
+    # The canonical file holds each image as a row of 784 pixels in MATLAB's
+    # column-major order; a download converts it to upright images, checked
+    # against the digests of the data README's file.
+    scipy_io = pytest.importorskip("scipy.io")
+    served = isolated / "served"
+    served.mkdir()
+    mat = {}
+    with np.load(f"{data_dir}/caltech101_silhouettes_28.npz") as stored:
+        for split, key in (("train", "train"), ("valid", "val"), ("test", "test")):
+            images = stored[split]
+            mat[f"{key}_data"] = images.transpose(0, 2, 1).reshape(len(images), 784)
+            mat[f"{key}_labels"] = stored[f"{split}_labels"].reshape(-1, 1)
+        expected = {s: stored[s] for s in ("train", "valid", "test")}
+    mat["classnames"] = np.array(["Faces 2", "Airplanes Side 2"], dtype=object)
+    scipy_io.savemat(served / "caltech101_silhouettes_28_split1.mat", mat)
+    with http_server(served) as url:
+        x = data.load("caltech101_silhouettes", "valid", data_dir=isolated, source=url)
+    np.testing.assert_array_equal(x, 1 - expected["valid"].reshape(-1, 784))
+    with np.load(isolated / "caltech101_silhouettes_28.npz") as cached:
+        for split, images in expected.items():
+            np.testing.assert_array_equal(cached[split], images)
+        assert list(cached["classnames"]) == ["Faces 2", "Airplanes Side 2"]
+    # Images in row-major order would be transposed: verification refuses them.
+    mat["val_data"] = expected["valid"].reshape(-1, 784)
+    scipy_io.savemat(served / "caltech101_silhouettes_28_split1.mat", mat)
+    with http_server(served) as url:
+        with pytest.raises(data.DataNotFoundError, match="valid split failed verif"):
+            data.load("caltech101_silhouettes", data_dir=isolated / "other", source=url)
+    assert not (isolated / "other").exists() or os.listdir(isolated / "other") == []
+
+
+def test_labels_of_files_arrays_and_sets_without_them(tmp_path):
+    x = RNG.random((6, 3)).astype("float32")
+    np.savez(tmp_path / "a.npz", train=x, train_labels=np.arange(6), test=x[:2])
+    loaded, y = data.load(str(tmp_path / "a.npz"), labels=True, limit=4, seed=1)
+    assert y.dtype == np.int64
+    # The subset keeps each example with its label.
+    np.testing.assert_array_equal(loaded, x[y])
+    with pytest.raises(ValueError, match="no labels for split 'test'"):
+        data.load(str(tmp_path / "a.npz"), "test", labels=True)
+    with pytest.raises(ValueError, match="an array has none"):
+        data.load(x, labels=True)
+    images, digits = data.load("digits", "test", labels=True)
+    assert len(images) == len(digits) == 270 and set(np.unique(digits)) == set(
+        range(10)
+    )
+
+
+def test_binarized_mnist_has_no_labels(isolated):
+    fake_binarized_mnist(isolated / "d")
+    with pytest.raises(ValueError, match="'binarized_mnist' has no labels"):
+        data.load("binarized_mnist", "test", data_dir=isolated / "d", labels=True)
+
+
+def test_dataset_of_pairs_binarizes_the_images_only():
+    x, y = data.load("digits", "test", labels=True)
+    stream = data.dataset(
+        "digits",
+        "test",
+        batch_size=300,
+        shuffle=False,
+        binarize="dynamic",
+        seed=5,
+        labels=True,
+    )
+    images, labels = next(iter(stream))
+    np.testing.assert_array_equal(labels.numpy(), y)
+    assert set(np.unique(images.numpy())) <= {0.0, 1.0}
+    assert abs(images.numpy().mean() - x.mean()) < 0.02
+    shuffled = next(iter(data.dataset("digits", "test", 300, seed=1, labels=True)))
+    # Shuffled together: each image keeps its label.
+    for row, label in zip(shuffled[0].numpy(), shuffled[1].numpy(), strict=True):
+        assert label in y[(x == row).all(axis=1)]
+
+
+def test_dataset_without_redraw_repeats_one_seeded_draw():
+    stream = data.dataset(
+        "digits", "test", 300, shuffle=False, binarize="dynamic", seed=6, redraw=False
+    )
+    first, second = (next(iter(stream)).numpy() for _ in range(2))
+    np.testing.assert_array_equal(first, second)
+    expected = data.binarized(data.load("digits", "test"), seed=6)
+    np.testing.assert_array_equal(first, expected)
+    with pytest.raises(ValueError, match="redraw='no'"):
+        data.dataset("digits", redraw="no")
+
+
+def test_binarized_draws_each_pixel_with_its_grey_level():
+    x = np.full((400, 50), 0.3, "float32")
+    draw = data.binarized(x, seed=0)
+    # The mean of 20,000 Bernoulli(0.3) draws, within 5 standard errors.
+    assert abs(draw.mean() - 0.3) < 5 * np.sqrt(0.3 * 0.7 / x.size)
+    np.testing.assert_array_equal(data.binarized(x, seed=0), draw)
+    np.testing.assert_array_equal(data.load(x, binarize="dynamic", seed=0), draw)

@@ -94,7 +94,10 @@ def test_resolve_merges_defaults_file_and_overrides(tmp_path):
         ({"epoch": 3}, r"unknown options in the run configuration: \['epoch'\]"),
         ({"inference": "ladder"}, "applies to --model hvae only"),
         ({"model": "gan"}, "model must be one of"),
-        ({"dataset": "mnist", "early_stopping": 3}, "needs a validation split"),
+        (
+            {"dataset": "no_valid_split.npz", "early_stopping": 3},
+            "needs a validation split",
+        ),
         ({"prior": "vamp:0"}, r"The K of vamp:K must be a positive integer"),
         ({"prior": "flat"}, r"Unknown prior 'flat'"),
         ({"model": "hvae", "kl": "mc"}, "applies to --model vae only"),

@@ -345,6 +345,45 @@ def test_publish_certifies_a_run_and_writes_the_registry(tmp_path):
     assert not (tmp_path / "loose" / zoo.REGISTRY_FILE).exists()
 
 
+def test_a_dynamically_binarized_preset_records_and_follows_its_protocol(tmp_path):
+    run = tmp_path / "run"
+    tfvae.runs.train(
+        {
+            "dataset": "digits",
+            "binarize": "dynamic",
+            "latent_dim": 2,
+            "hidden_units": "8",
+            "epochs": 1,
+        },
+        run,
+        verbose=0,
+    )
+    meta = zoo.publish(run, tmp_path / "dyn", num_samples=10, binarizations=2)
+    assert meta["data"]["binarizations"] == 2
+    assert len(meta["metrics"]["log_likelihood_per_binarization"]) == 2
+    model = keras.models.load_model(run / "model.keras")
+    grey = tfvae.data.load("digits", "test")
+    expected = tfvae.certify(model, grey, num_samples=10, seed=0, binarizations=2)
+    assert meta["metrics"]["log_likelihood"] == round(expected["log_likelihood"], 3)
+    # verify measures by the card's protocol: the same numbers.
+    recorded, measured = zoo.verify(str(tmp_path / "dyn"), num_samples=10)
+    assert recorded["log_likelihood"] == round(measured["log_likelihood"], 3)
+    assert measured["binarizations"] == 2
+    # The default protocol has DEFAULT_BINARIZATIONS draws.
+    default = zoo.publish(run, tmp_path / "dyn3", num_samples=2)
+    assert default["data"]["binarizations"] == zoo.DEFAULT_BINARIZATIONS
+    # A run on fixed data has no protocol of binarizations.
+    static = tmp_path / "static"
+    tfvae.runs.train(
+        {"dataset": "digits", "latent_dim": 2, "hidden_units": "8", "epochs": 1},
+        static,
+        verbose=0,
+    )
+    with pytest.raises(ValueError, match="has binarize=None"):
+        zoo.publish(static, tmp_path / "static_preset", binarizations=2)
+    assert not (tmp_path / "static_preset").exists()
+
+
 def test_unknown_names_suggest_the_closest():
     with pytest.raises(
         zoo.PresetError, match="Unknown preset 'vae_bernoulli_bmnist2d'"

@@ -12,17 +12,27 @@ import math
 import numpy as np
 import tensorflow as tf
 
-from tfvae import diagnostics, estimators
+from tfvae import _checks, data, diagnostics, estimators
 
 __all__ = ["certify"]
 
 
-def certify(model, x, num_samples=5000, seed=0, levels=None, verbose=0, progress=None):
+def certify(
+    model,
+    x,
+    num_samples=5000,
+    seed=0,
+    levels=None,
+    verbose=0,
+    progress=None,
+    binarizations=None,
+):
     """Measures a model's fit on `x`: a dict of floats and lists.
 
     Args:
         model: a `tfvae.latent.LatentVariableModel`.
-        x: an array of examples, shape (n, *input_shape).
+        x: an array of examples, shape (n, *input_shape); with
+            `binarizations`, their grey levels in [0, 1].
         num_samples: K, importance samples per example (papers use 5000).
         seed: the seed of the estimator's samples (the diagnostics use their
             own fixed seed, 0).
@@ -32,7 +42,17 @@ def certify(model, x, num_samples=5000, seed=0, levels=None, verbose=0, progress
         verbose: as for `model.log_likelihood`.
         progress: None, or a file that keeps the log-likelihood's partial
             results, so that an evaluation killed midway goes on from them
-            when run again (`tfvae.estimators.log_likelihood`).
+            when run again (`tfvae.estimators.log_likelihood`). With
+            `binarizations`, binarization b > 0 keeps its own in
+            `{progress}.b{b}`.
+        binarizations: None, or B, the test protocol of a dynamically
+            binarized dataset: the grey levels `x` are binarized B times, with
+            seeds 0 .. B - 1 (`tfvae.data.binarized`), and each example's
+            log-likelihood and ELBO are the means of its B estimates, so
+            that the standard errors over examples include the binarization's
+            spread. The result adds `binarizations` and the mean
+            log-likelihood of each (`log_likelihood_per_binarization`); the
+            diagnostics use the first.
 
     Returns:
         The dict of `tfvae.evaluate_log_likelihood` (`log_likelihood`,
@@ -51,17 +71,51 @@ def certify(model, x, num_samples=5000, seed=0, levels=None, verbose=0, progress
             probability to (grey levels under a Bernoulli decoder: binarize
             them first), whose "log-likelihood" would not be one.
     """
-    _check_discrete(model, x)
-    result = estimators.evaluate_log_likelihood(
-        model, x, num_samples=num_samples, seed=seed, verbose=verbose, progress=progress
-    )
+    if binarizations is None:
+        draws = [x]
+    else:
+        count = _checks.positive_int(binarizations, "binarizations")
+        if np.min(x) < 0 or np.max(x) > 1:
+            raise ValueError(
+                "binarizations= draws Bernoulli pixels from grey levels in "
+                f"[0, 1], but the data lie in [{np.min(x):.4g}, {np.max(x):.4g}]"
+            )
+        draws = [data.binarized(x, seed=b) for b in range(count)]
+    _check_discrete(model, draws[0])  # the draws of binarizations are 0/1
+    estimates = [
+        estimators.log_likelihood(
+            model,
+            draw,
+            num_samples=num_samples,
+            seed=seed,
+            verbose=verbose,
+            return_elbo=True,
+            progress=_progress_of(progress, b),
+        )
+        for b, draw in enumerate(draws)
+    ]
+    values = np.mean([values for values, _ in estimates], axis=0)
+    elbos = np.mean([elbo for _, elbo in estimates], axis=0)
+    result = estimators.summarize(values, elbos, num_samples)
+    if binarizations is not None:
+        result["binarizations"] = len(draws)
+        result["log_likelihood_per_binarization"] = [
+            float(values.mean()) for values, _ in estimates
+        ]
     result["bits_per_dim"] = float(
         estimators.bits_per_dim(result["log_likelihood"], model.input_shape, levels)
     )
-    means, kls = diagnostics.latent_statistics(model, x)
+    means, kls = diagnostics.latent_statistics(model, draws[0])
     result["active_units"] = diagnostics.active_units_of(means)["active_units"]
     result["kl_per_layer"] = [float(k.sum()) for k in kls]
     return result
+
+
+def _progress_of(progress, binarization):
+    """The progress file of a binarization: `progress` itself for the first."""
+    if progress is None or binarization == 0:
+        return progress
+    return f"{progress}.b{binarization}"
 
 
 def stderr_or_zero(value):
@@ -77,10 +131,18 @@ def _check_discrete(model, x):
     outside = ~np.isin(data, np.asarray(values, data.dtype))
     if outside.any():
         example = data[outside].flat[0]
+        if len(values) > 2:
+            what = f"the {len(values)} levels k / {len(values) - 1}"
+            fix = "Give it the grey levels as loaded, not dequantized or rescaled"
+        else:
+            what = f"the values {[float(v) for v in values]}"
+            fix = (
+                "Binarize the data first (--binarize dynamic, or "
+                "tfvae.data.load(..., binarize='dynamic'))"
+            )
         raise ValueError(
-            f"the {type(model.likelihood).__name__} gives a probability to the "
-            f"values {list(values)} only, but the data holds others (e.g. "
+            f"the {type(model.likelihood).__name__} gives a probability to "
+            f"{what} only, but the data holds other values (e.g. "
             f"{float(example):.4g}): its log-likelihood and bits/dim would not be "
-            "ones. Binarize the data first (--binarize dynamic, or "
-            "tfvae.data.load(..., binarize='dynamic'))"
+            f"ones. {fix}"
         )

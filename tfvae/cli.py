@@ -200,6 +200,13 @@ def _parser():
     _data_arguments(evaluate)
     evaluate.add_argument("--num-samples", type=_positive_int, default=5000)
     evaluate.add_argument("--seed", type=int, default=0)
+    evaluate.add_argument(
+        "--binarizations",
+        type=_positive_int,
+        metavar="B",
+        help="with --binarize dynamic: the test protocol of dynamically "
+        "binarized data, the mean over B seeded binarizations (seeds 0..B-1)",
+    )
     _progress_argument(evaluate)
     evaluate.add_argument(
         "--json", action="store_true", help="print JSON instead of a table"
@@ -240,7 +247,12 @@ def _parser():
     zoo_commands = zoo.add_subparsers(
         dest="zoo_command", parser_class=_Parser, required=True
     )
-    zoo_commands.add_parser("list", help="the preset names")
+    zoo_list = zoo_commands.add_parser(
+        "list", help="the presets: dataset, likelihood, test NLL, bits/dim, size"
+    )
+    zoo_list.add_argument(
+        "--names", action="store_true", help="the preset names only, a line each"
+    )
     zoo_info = zoo_commands.add_parser("info", help="a preset's metadata (JSON)")
     zoo_info.add_argument("name", metavar="NAME")
     verify = zoo_commands.add_parser(
@@ -261,6 +273,13 @@ def _parser():
     publish.add_argument("--recipe", help="the recipe file the run was trained from")
     publish.add_argument("--description", default="")
     publish.add_argument("--num-samples", type=_positive_int, default=5000)
+    publish.add_argument(
+        "--binarizations",
+        type=_positive_int,
+        metavar="B",
+        help="a dynamically binarized run's test protocol: the mean over B "
+        "seeded binarizations of the test set (default 3)",
+    )
     publish.add_argument("--overwrite", action="store_true")
     _progress_argument(publish)
 
@@ -336,13 +355,13 @@ def _load_model(path):
     raise UsageError(f"no such model file or preset: {path} (presets: {zoo.list()})")
 
 
-def _load_data(args, model):
+def _load_data(args, model, binarize=True):
     from tfvae import data
 
     x = data.load(
         args.dataset,
         args.split,
-        binarize=args.binarize,
+        binarize=args.binarize if binarize else None,
         dequantize=args.dequantize,
         limit=args.limit,
     )
@@ -359,9 +378,15 @@ def _load_data(args, model):
 def _evaluate(args):
     from tfvae import certificate, data, estimators
 
+    if args.binarizations and args.binarize != "dynamic":
+        raise UsageError(
+            "--binarizations is the protocol of dynamically binarized data: "
+            "it needs --binarize dynamic"
+        )
     estimators.use_evaluation_threads()
     model = _load_model(args.model_path)
-    x = _load_data(args, model)
+    # B binarizations are drawn from the grey levels by certify itself.
+    x = _load_data(args, model, binarize=not args.binarizations)
     result = certificate.certify(
         model,
         x,
@@ -369,6 +394,7 @@ def _evaluate(args):
         seed=args.seed,
         levels=data.dequantize_levels(args.dataset, args.dequantize),
         progress=args.progress,
+        binarizations=args.binarizations,
     )
     result.update(
         dataset=str(args.dataset),
@@ -388,6 +414,18 @@ def _evaluate(args):
             f"{result['log_likelihood_stderr']:.2f} nats",
         ),
         ("NLL", f"{result['nll']:.2f} nats ({result['bits_per_dim']:.4f} bits/dim)"),
+        *(
+            [
+                (
+                    f"per binarization ({args.binarizations})",
+                    ", ".join(
+                        f"{v:.2f}" for v in result["log_likelihood_per_binarization"]
+                    ),
+                )
+            ]
+            if args.binarizations
+            else []
+        ),
         ("active units", ", ".join(map(str, result["active_units"]))),
         ("KL per layer", ", ".join(f"{k:.2f}" for k in result["kl_per_layer"])),
         (
@@ -474,8 +512,10 @@ def _zoo(args):
     if args.zoo_command in ("verify", "publish"):
         estimators.use_evaluation_threads()
     if args.zoo_command == "list":
-        for name in zoo.list():
-            print(name)
+        if args.names:
+            print("\n".join(zoo.list()))
+            return 0
+        _print_table(_zoo_rows([zoo.summary(name) for name in zoo.list()]))
         return 0
     if args.zoo_command == "info":
         print(json.dumps(zoo.info(args.name), indent=2))
@@ -505,6 +545,32 @@ def _zoo(args):
     return _publish(args)
 
 
+def _zoo_rows(summaries):
+    """The rows of `tfvae zoo list`: a header, then a preset a row."""
+    rows = [("preset", "dataset", "likelihood", "test NLL", "bits/dim", "size")]
+    for entry in summaries:
+        nll, bits = entry["nll"], entry["bits_per_dim"]
+        rows.append(
+            (
+                entry["name"],
+                entry["dataset"],
+                entry["likelihood"],
+                "-" if nll is None else f"{nll:.2f} nats",
+                "-" if bits is None else f"{bits:.4f}",
+                f"{entry['parameters'] / 1e6:.2f}M params, "
+                f"{entry['size_bytes'] / 2**20:.1f} MiB",
+            )
+        )
+    return rows
+
+
+def _print_table(rows):
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        cells = (cell.ljust(width) for cell, width in zip(row, widths, strict=True))
+        print("  ".join(cells).rstrip())
+
+
 def _publish(args):
     from tfvae import zoo
 
@@ -516,6 +582,7 @@ def _publish(args):
         num_samples=args.num_samples,
         overwrite=args.overwrite,
         progress=args.progress,
+        binarizations=args.binarizations,
     )
     print(json.dumps(metadata["metrics"], indent=2))
     parent = os.path.dirname(os.path.abspath(args.folder))

@@ -44,6 +44,7 @@ __all__ = [
     "bits_per_dim",
     "log_sum_exp_weights",
     "log_weights",
+    "summarize",
     "thread_settings",
     "use_evaluation_threads",
 ]
@@ -415,17 +416,29 @@ def evaluate_log_likelihood(
         progress=progress,
     )
 
+    return summarize(values, elbo, num_samples)
+
+
+def summarize(log_likelihoods, elbos, num_samples):
+    """The dict of `evaluate_log_likelihood` from per-example values.
+
+    Args:
+        log_likelihoods, elbos: numpy arrays of shape (n,), the per-example
+            estimates of `log_likelihood(..., return_elbo=True)`.
+        num_samples: the K they were estimated with.
+    """
+
     def stderr(v):
         return float(v.std(ddof=1) / math.sqrt(len(v))) if len(v) > 1 else float("nan")
 
     return {
-        "log_likelihood": float(values.mean()),
-        "log_likelihood_stderr": stderr(values),
-        "nll": float(-values.mean()),
-        "elbo": float(elbo.mean()),
-        "elbo_stderr": stderr(elbo),
+        "log_likelihood": float(log_likelihoods.mean()),
+        "log_likelihood_stderr": stderr(log_likelihoods),
+        "nll": float(-log_likelihoods.mean()),
+        "elbo": float(elbos.mean()),
+        "elbo_stderr": stderr(elbos),
         "num_samples": num_samples,
-        "num_examples": len(values),
+        "num_examples": len(log_likelihoods),
     }
 
 

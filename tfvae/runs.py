@@ -458,6 +458,9 @@ def train(config, out_dir, resume=False, verbose=1):
             "valid",
             1000,
             shuffle=False,
+            # One fixed draw: early stopping and plateaus compare epochs on
+            # the same validation data.
+            redraw=False,
             binarize=config["binarize"],
             dequantize=config["dequantize"],
             seed=config["seed"],

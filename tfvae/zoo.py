@@ -22,6 +22,7 @@ import difflib
 import hashlib
 import importlib.resources
 import json
+import math
 import os
 import pathlib
 import platform
@@ -38,6 +39,7 @@ from tfvae.version import __version__
 __all__ = [
     "list",
     "info",
+    "summary",
     "load",
     "publish",
     "save_preset",
@@ -50,6 +52,10 @@ __all__ = [
 # manifest)}. A shipped preset is listed only once it is in the package's
 # registry.
 REGISTRY_FILE = "registry.json"
+
+# The test protocol of a dynamically binarized dataset: the log-likelihood is
+# the mean over this many seeded binarizations of the test set.
+DEFAULT_BINARIZATIONS = 3
 
 
 def _presets_root():
@@ -145,6 +151,58 @@ def info(name, sha256=None, cache_dir=None):
     folder, actual = _verified(name, sha256, cache_dir)
     with open(os.path.join(folder, "metadata.json")) as file:
         return {**json.load(file), "sha256": actual}
+
+
+def summary(name):
+    """A preset's line in the catalogue: a dict of what users browse by.
+
+    Keys: `name`; `dataset` (with its preprocessing: `mnist, binarize=dynamic
+    (3 binarizations)`); `likelihood` (the decoder's, e.g. `bernoulli`);
+    `nll` (test NLL of the discrete data in nats: for a density on
+    dequantized data, the bound that bits/dim gives; None where the card has
+    none); `bits_per_dim`;
+    `parameters`; `size_bytes` (the preset's files on disk). Every file of
+    the preset is verified first, as by `info`.
+    """
+    meta = info(name)
+    folder, _ = _verified(name)
+    preprocessing = meta.get("data", {})
+    dataset = str(preprocessing.get("name", "?"))
+    if preprocessing.get("binarize"):
+        dataset += f", binarize={preprocessing['binarize']}"
+        if preprocessing.get("binarizations"):
+            dataset += f" ({preprocessing['binarizations']} binarizations)"
+    if preprocessing.get("dequantize"):
+        dataset += f", dequantize={preprocessing['dequantize']}"
+    with open(os.path.join(folder, "config.json")) as file:
+        head = json.load(file).get("config", {}).get("likelihood")
+    metrics = meta.get("metrics", {})
+    nll = metrics.get("nll")
+    if preprocessing.get("dequantize") and metrics.get("bits_per_dim") is not None:
+        # The density's NLL is not the discrete data's: bits/dim is (it
+        # holds the log of the grey levels), in nats per example.
+        dims = math.prod(meta["input_shape"])
+        nll = metrics["bits_per_dim"] * dims * math.log(2.0)
+    return {
+        "name": meta["name"],
+        "dataset": dataset,
+        "likelihood": _likelihood_name(meta.get("recipe", {}), head),
+        "nll": nll,
+        "bits_per_dim": metrics.get("bits_per_dim"),
+        "parameters": meta["parameters"],
+        "size_bytes": sum(
+            os.path.getsize(os.path.join(folder, f)) for f in os.listdir(folder)
+        ),
+    }
+
+
+def _likelihood_name(recipe, head):
+    """The likelihood's name: the recipe's, else the head's class."""
+    if isinstance(recipe, dict) and recipe.get("likelihood"):
+        return str(recipe["likelihood"])
+    if isinstance(head, dict):
+        return str(head.get("class_name", "?"))
+    return str(head or "?")
 
 
 def _download_preset(url, sha256, cache_dir):
@@ -389,13 +447,15 @@ def verify(name, num_samples=5000, subset=None, seed=0, data_dir=None, progress=
     metadata = info(name)
     model = load(name)
     preprocessing = metadata["data"]
+    binarizations = preprocessing.get("binarizations")
     x = data.load(
         preprocessing["name"],
         "test",
         data_dir=data_dir,
         limit=subset,
         seed=seed,
-        binarize=preprocessing.get("binarize"),
+        # The protocol of binarizations draws its own binarizations.
+        binarize=None if binarizations else preprocessing.get("binarize"),
         dequantize=preprocessing.get("dequantize"),
         shape=model.input_shape,
     )
@@ -408,6 +468,7 @@ def verify(name, num_samples=5000, subset=None, seed=0, data_dir=None, progress=
             preprocessing["name"], preprocessing.get("dequantize")
         ),
         progress=progress,
+        binarizations=binarizations,
     )
     for key in ("elbo_stderr", "log_likelihood_stderr"):
         measured[key] = certificate.stderr_or_zero(measured[key])
@@ -422,6 +483,7 @@ def publish(
     num_samples=5000,
     overwrite=False,
     progress=None,
+    binarizations=None,
 ):
     """Evaluates a finished training run and writes it as a preset folder.
 
@@ -442,6 +504,11 @@ def publish(
         progress: None, or a file that keeps the evaluation's partial
             results, so that a killed publish goes on from them when run
             again.
+        binarizations: for a run on dynamically binarized data, B, the
+            number of seeded binarizations of the test set that the
+            log-likelihood is averaged over (`tfvae.certify`); default
+            `DEFAULT_BINARIZATIONS`. The card records it, and `verify`
+            follows it.
 
     Returns:
         The metadata written.
@@ -457,8 +524,22 @@ def publish(
         history = json.load(file)
     model = keras.models.load_model(model_path)
     preprocessing = {key: config.get(key) for key in ("binarize", "dequantize")}
+    if preprocessing["binarize"] == "dynamic":
+        binarizations = _checks.positive_int(
+            binarizations or DEFAULT_BINARIZATIONS, "binarizations"
+        )
+    elif binarizations is not None:
+        raise ValueError(
+            "binarizations= is the test protocol of a dynamically binarized "
+            f"run; the run in {run_dir} has binarize={preprocessing['binarize']!r}"
+        )
     x = data.load(
-        config["dataset"], "test", seed=0, shape=model.input_shape, **preprocessing
+        config["dataset"],
+        "test",
+        seed=0,
+        shape=model.input_shape,
+        dequantize=preprocessing["dequantize"],
+        binarize=None if binarizations else preprocessing["binarize"],
     )
     measured = certificate.certify(
         model,
@@ -468,7 +549,10 @@ def publish(
         levels=data.dequantize_levels(config["dataset"], preprocessing["dequantize"]),
         verbose="auto",
         progress=progress,
+        binarizations=binarizations,
     )
+    if binarizations:
+        preprocessing["binarizations"] = binarizations
     metrics = {
         key: round(measured[key], 3)
         for key in ("elbo", "elbo_stderr", "log_likelihood", "log_likelihood_stderr")
@@ -481,6 +565,13 @@ def publish(
         active_units=measured["active_units"],
         kl_per_layer=[round(k, 3) for k in measured["kl_per_layer"]],
     )
+    if binarizations:
+        metrics.update(
+            binarizations=binarizations,
+            log_likelihood_per_binarization=[
+                round(v, 3) for v in measured["log_likelihood_per_binarization"]
+            ],
+        )
     name = os.path.basename(os.path.abspath(folder))
     recipe_path = f"zoo/{name}/recipe.yaml" if recipe else "run.json"
     metadata = {
