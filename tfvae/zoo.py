@@ -164,8 +164,9 @@ def summary(name):
     `parameters`; `size_bytes` (the preset's files on disk). Every file of
     the preset is verified first, as by `info`.
     """
-    meta = info(name)
-    folder, _ = _verified(name)
+    folder, _ = _verified(name)  # once: info would verify the files again
+    with open(os.path.join(folder, "metadata.json")) as file:
+        meta = json.load(file)
     preprocessing = meta.get("data", {})
     dataset = str(preprocessing.get("name", "?"))
     if preprocessing.get("binarize"):
