@@ -65,6 +65,12 @@ def workdir(tmp_path, monkeypatch):
     (tmp_path / "fake_run" / "model.keras").write_text("")
     (tmp_path / "run").mkdir()
     (tmp_path / "run" / "run.json").write_text(json.dumps({"epochs": 2}))
+    np.savez("flat.npz", train=X)  # 12 values an example: not an image
+    (tmp_path / "images.yaml").write_text("images_every: -2\n")
+    (tmp_path / "curves").mkdir()
+    (tmp_path / "curves" / "history.json").write_text('[{"epoch": 1, "elbo": -9}]')
+    (tmp_path / "no_rows").mkdir()
+    (tmp_path / "no_rows" / "history.json").write_text("[]")
     return tmp_path
 
 
@@ -155,6 +161,39 @@ CLI_ROWS = [
     ),
     (["train", "--dataset", "nan.npz", "--out", "new_run"], "NaN"),
     (["train", "--dataset", "grey.npz", "--out", "new_run"], "needs targets in [0, 1]"),
+    (["train", "--images-every", "-1", "--out", "r"], "--images-every: must be >= 0"),
+    (["train", "--images-every", "two", "--out", "r"], "argument --images-every"),
+    (
+        ["train", "--config", "images.yaml", "--out", "r"],
+        "'images_every' must be an integer >= 0. Received: images_every=-2",
+    ),
+    (
+        ["train", "--resume", "--out", "run", "--images-every", "2"],
+        "--images-every would be ignored",
+    ),
+    (
+        ["train", "--dataset", "flat.npz", "--images-every", "1", *DIGITS[2:]],
+        "images_every draws the examples as images",
+    ),
+    (
+        ["train", "--conditional", "--dataset", "binarized_mnist", "--out", "r"],
+        "--conditional needs a dataset with labels",
+    ),
+    (
+        ["train", "--conditional", "--prior", "vamp:5", "--kl", "mc", *DIGITS],
+        "pseudo-inputs u_k, which have no labels",
+    ),
+    (
+        ["sample", "vae_bernoulli_bmnist", "--label", "3", "--out", "s.png"],
+        "--label applies to a conditional model",
+    ),
+    (["traverse", "vae_bernoulli_bmnist", "--label", "-1"], "argument --label"),
+    (["plot", "nothing"], "no such run folder or history.json"),
+    (["plot", "full"], "no history.json in the run folder"),
+    (["plot", "no_rows"], "the history has no rows"),
+    (["plot", "curves", "--out", "curves.jpg"], "give a path ending in .png"),
+    (["plot", "curves", "--out", "taken.png"], "taken.png exists; pass --overwrite"),
+    (["plot", "curves", "--out", "nowhere/c.png"], "does not exist"),
     (["evaluate", "missing.keras"], "missing.keras"),
     (["evaluate", "vae_bernoulli_bmnist", "--num-samples", "0"], "--num-samples"),
     (
@@ -266,6 +305,17 @@ API_ROWS = [
     (lambda: zoo.publish("nothing", "p"), "no finished run"),
     (lambda: tfvae.runs.train({"epochs": -1}, "r"), "'epochs' must be an integer"),
     (lambda: tfvae.runs.train({"seed": "a"}, "r"), "'seed' must be an integer"),
+    (
+        lambda: tfvae.runs.train({"images_every": 1.5}, "r"),
+        "'images_every' must be an integer >= 0",
+    ),
+    (
+        lambda: tfvae.callbacks.TensorBoardImages("logs", every=0),
+        "Received: every=0",
+    ),
+    (lambda: tfvae.plots.plot_history("nothing", "c.png"), "no such run folder"),
+    (lambda: tfvae.plots.plot_history("curves", "taken.png"), "taken.png exists"),
+    (lambda: tfvae.plots.history_figure([]), "the history has no rows"),
     (lambda: tfvae.data.load("empty.npz"), "holds no examples"),
     (lambda: tfvae.data.load(X, labels=True), "an array has none"),
     (lambda: tfvae.data.dataset("digits", redraw="no"), "redraw='no'"),

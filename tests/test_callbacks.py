@@ -1,4 +1,6 @@
 import json
+import os
+import re
 
 import keras
 import numpy as np
@@ -331,3 +333,174 @@ def test_history_file_early_stopping_needs_validation(tmp_path):
     callback.on_epoch_begin(0)
     with pytest.raises(ValueError, match="needs `val_elbo` in the logs"):
         callback.on_epoch_end(0, {"loss": 1.0})
+
+
+# --- TensorBoardImages -----------------------------------------------------------
+
+X_IMAGES = (np.random.default_rng(4).random((200, 16)) < 0.3).astype("float32")
+
+
+def image_events(log_dir):
+    """{tag: {step: picture}} of the event files in `log_dir/images`, read back
+    with TensorFlow's own reader and the PNGs decoded."""
+    import tensorflow as tf
+
+    folder = log_dir / "images"
+    found = {}
+    for name in sorted(os.listdir(folder)):
+        for event in tf.compat.v1.train.summary_iterator(str(folder / name)):
+            for value in event.summary.value:
+                assert value.metadata.plugin_data.plugin_name == "images"
+                width, height, png = tf.make_ndarray(value.tensor)
+                picture = tf.io.decode_png(png).numpy()
+                assert picture.shape[:2] == (int(height), int(width))
+                assert event.step not in found.setdefault(value.tag, {})
+                found[value.tag][event.step] = picture
+    return found
+
+
+class RecordWeights(keras.callbacks.Callback):
+    """The model's weights at the end of each epoch."""
+
+    def __init__(self):
+        super().__init__()
+        self.weights = {}
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.weights[epoch] = self.model.get_weights()
+
+
+def picture(cells, side, rows, columns=8):
+    """A grid drawn here, independently of tfvae: {(row, column): image in [0, 1]}
+    of `side` x `side` pixels, 1-pixel white gaps, white where there is none."""
+    out = np.full((rows * (side + 1) + 1, columns * (side + 1) + 1, 1), 255, np.uint8)
+    for (row, column), image in cells.items():
+        top, left = 1 + row * (side + 1), 1 + column * (side + 1)
+        pixels = np.clip(np.reshape(image, (side, side, 1)), 0, 1)
+        out[top : top + side, left : left + side] = np.round(pixels * 255)
+    return out
+
+
+def expected_grids(model, examples, seed, columns=8):
+    """The two grids computed directly from the model: the samples of noise
+    `seed`, and rows of originals each over their reconstructions."""
+    samples = model.sample(64, seed=seed).numpy()
+    recon = model.reconstruct(examples).numpy()
+    sample_cells = {divmod(i, columns): image for i, image in enumerate(samples)}
+    cells = {}
+    for i, (original, reconstruction) in enumerate(zip(examples, recon, strict=True)):
+        row, column = divmod(i, columns)
+        cells[2 * row, column] = original
+        cells[2 * row + 1, column] = reconstruction
+    rows = 2 * -(-len(examples) // columns)
+    return picture(sample_cells, 4, 8), picture(cells, 4, rows)
+
+
+@pytest.mark.parametrize("shape", [(16,), (4, 4, 1)], ids=["flat", "image"])
+def test_tensorboard_images_writes_the_grids_of_every_other_epoch(shape, tmp_path):
+    x = X_IMAGES.reshape(-1, *shape)
+    model = tfvae.VAE(input_shape=shape, latent_dim=2, hidden_units=(8,), seed=0)
+    model.compile(optimizer=keras.optimizers.Adam(0.05))
+    record = RecordWeights()
+    examples = x[:12]
+    callback = tfvae.callbacks.TensorBoardImages(
+        tmp_path, every=2, examples=examples, seed=7
+    )
+    model.fit(x, batch_size=50, epochs=5, callbacks=[callback, record], verbose=0)
+    found = image_events(tmp_path)
+    # Epochs 2 and 4, and the last (5), at Keras' 0-based epoch steps.
+    assert sorted(found) == ["reconstructions", "samples"]
+    assert sorted(found["samples"]) == sorted(found["reconstructions"]) == [1, 3, 4]
+    # 64 samples in 8 rows of 8; 12 examples: 2 rows, each over its
+    # reconstructions; 4x4 images with 1-pixel gaps.
+    assert found["samples"][4].shape == (8 * 5 + 1, 8 * 5 + 1, 1)
+    assert found["reconstructions"][4].shape == (4 * 5 + 1, 8 * 5 + 1, 1)
+    for step, weights in record.weights.items():
+        if step not in found["samples"]:
+            continue
+        model.set_weights(weights)  # the model as it was at that epoch's end
+        samples, reconstructions = expected_grids(model, examples, seed=7)
+        np.testing.assert_array_equal(found["samples"][step], samples)
+        np.testing.assert_array_equal(found["reconstructions"][step], reconstructions)
+    # The same noise, other weights: training shows in the grids.
+    assert not np.array_equal(found["samples"][1], found["samples"][4])
+
+
+def test_tensorboard_images_writes_the_epoch_that_stopped_training(tmp_path):
+    class StopAfterThirdEpoch(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            self.model.stop_training = epoch == 2
+
+    model = tfvae.VAE(input_shape=(16,), latent_dim=2, hidden_units=(8,), seed=0)
+    model.compile(optimizer="adam")
+    callback = tfvae.callbacks.TensorBoardImages(tmp_path, every=2, num_samples=3)
+    model.fit(
+        X_IMAGES,
+        batch_size=100,
+        epochs=10,
+        callbacks=[callback, StopAfterThirdEpoch()],
+        verbose=0,
+    )
+    found = image_events(tmp_path)
+    assert list(found) == ["samples"]  # no examples: no reconstructions
+    assert sorted(found["samples"]) == [1, 2]  # epoch 2, and 3 where it stopped
+    cells = {(0, i): image for i, image in enumerate(model.sample(3, seed=0).numpy())}
+    np.testing.assert_array_equal(found["samples"][2], picture(cells, 4, 1))
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"every": 0}, "`every` must be an integer >= 1. Received: every=0"),
+        ({"num_samples": 0}, "Received: num_samples=0"),
+        ({"columns": 1.5}, "Received: columns=1.5"),
+        ({"seed": None}, "Received: seed=None"),
+        ({"examples": np.zeros((0, 16))}, "examples of shape (0, 16)"),
+    ],
+)
+def test_tensorboard_images_rejects_bad_arguments(kwargs, match, tmp_path):
+    with pytest.raises(ValueError, match=re.escape(match)):
+        tfvae.callbacks.TensorBoardImages(tmp_path, **kwargs)
+
+
+@pytest.mark.parametrize(
+    "shape, examples, match",
+    [
+        ((12,), None, "Received: input_shape=(12,)"),
+        ((16,), np.zeros((4, 9), "float32"), "examples of shape (4, 9)"),
+    ],
+)
+def test_tensorboard_images_refuses_what_it_cannot_draw_before_training(
+    shape, examples, match, tmp_path
+):
+    model = tfvae.VAE(input_shape=shape, latent_dim=2, hidden_units=(8,))
+    model.compile(optimizer="adam")
+    callback = tfvae.callbacks.TensorBoardImages(tmp_path / "logs", examples=examples)
+    x = np.zeros((10, *shape), "float32")
+    with pytest.raises(ValueError, match=re.escape(match)):
+        model.fit(x, epochs=1, callbacks=[callback], verbose=0)
+    assert not (tmp_path / "logs").exists()
+    assert int(model.optimizer.iterations.numpy()) == 0
+
+
+def test_history_file_logs_the_learning_rate_and_kl_weight(tmp_path):
+    model = tfvae.VAE(input_shape=(12,), latent_dim=2, hidden_units=(8,), beta=0.5)
+    model.compile(optimizer=keras.optimizers.Adam(0.02))
+    plateau = keras.callbacks.ReduceLROnPlateau("loss", factor=0.5, patience=0)
+    path = tmp_path / "h.json"
+    model.fit(X_BIN, epochs=2, callbacks=[tfvae.callbacks.HistoryFile(path)], verbose=0)
+    rows = json.loads(path.read_text())
+    assert [row["learning_rate"] for row in rows] == pytest.approx([0.02, 0.02])
+    assert [row["kl_weight"] for row in rows] == [0.5, 0.5]  # beta, no warm-up
+    # What callbacks before it logged wins: the warm-up's weight, the rate
+    # the epoch ran at (the plateau halves it after a worse loss).
+    path.unlink()
+    warmup = tfvae.callbacks.KLWarmup(epochs=4)
+    history = tfvae.callbacks.HistoryFile(path)
+    fit = model.fit(
+        X_BIN, epochs=3, callbacks=[warmup, plateau, history], verbose=0
+    ).history
+    rows = json.loads(path.read_text())
+    assert [row["kl_weight"] for row in rows] == pytest.approx(fit["kl_weight"])
+    assert [row["kl_weight"] for row in rows][0] < 0.5
+    assert [row["learning_rate"] for row in rows] == pytest.approx(fit["learning_rate"])

@@ -156,6 +156,7 @@ def test_help_from_the_command():
         "reconstruct",
         "traverse",
         "pseudo-inputs",
+        "plot",
         "export",
     ],
 )
@@ -398,6 +399,44 @@ def test_lr_plateau_halves_the_rate_after_epochs_without_a_better_bound(tmp_path
     assert halvings >= 1, rates  # the run did reach a plateau
 
 
+def test_train_images_every_writes_grids_to_tensorboard_and_plot_draws_the_run(
+    tmp_path,
+):
+    out = tmp_path / "run"
+    run("train", *DIGITS_SMALL, "--epochs", "3", "--images-every", "2", "--out", out)
+    assert json.loads((out / "run.json").read_text())["images_every"] == 2
+    found = {}
+    for name in os.listdir(out / "logs" / "images"):
+        path = str(out / "logs" / "images" / name)
+        for event in tf.compat.v1.train.summary_iterator(path):
+            for value in event.summary.value:
+                png = tf.make_ndarray(value.tensor)[2]
+                found[value.tag, event.step] = tf.io.decode_png(png).numpy()
+    # Epoch 2 and the last (3), at steps 1 and 2. The digits are 8x8: 64
+    # samples in 8 rows of 8; 32 validation examples, 4 rows each over theirs.
+    assert sorted(found) == [
+        ("reconstructions", 1),
+        ("reconstructions", 2),
+        ("samples", 1),
+        ("samples", 2),
+    ]
+    assert found["samples", 2].shape == (8 * 9 + 1, 8 * 9 + 1, 1)
+    assert found["reconstructions", 2].shape == (8 * 9 + 1, 8 * 9 + 1, 1)
+    # The grids of the last epoch are the trained model's, same noise (seed 0).
+    model = keras.models.load_model(out / "model.keras")
+    samples = model.sample(64, seed=0).numpy().reshape(8, 8, 8, 8)
+    expected = np.full((73, 73), 255, np.uint8)
+    for row in range(8):
+        for column in range(8):
+            top, left = 1 + 9 * row, 1 + 9 * column
+            pixels = np.clip(samples[row, column], 0, 1) * 255
+            expected[top : top + 8, left : left + 8] = np.round(pixels)
+    np.testing.assert_array_equal(found["samples", 2][..., 0], expected)
+    printed = run("plot", out, "--out", tmp_path / "curves.png").stdout
+    assert printed == f"wrote {tmp_path / 'curves.png'}\n"
+    assert read_png(tmp_path / "curves.png").shape[:2] == (560, 800)
+
+
 @pytest.mark.parametrize(
     "args, match",
     [
@@ -492,3 +531,46 @@ def test_zoo_list_shows_dataset_likelihood_nll_and_size(capsys):
             assert f"{meta['metrics']['nll']:.2f} nats" in line
     assert cli.main(["zoo", "list", "--names"]) == 0
     assert capsys.readouterr().out.split() == zoo.list()
+
+
+def test_a_conditional_run_samples_reconstructs_evaluates_and_traverses_by_class(
+    tmp_path, capsys
+):
+    """In process (`cli.main`): `--conditional` on the labelled digits."""
+    out = tmp_path / "run"
+    assert cli.main(["train", "--conditional", "--epochs", "2", "--out", str(out),
+                     *DIGITS_SMALL]) == 0  # fmt: skip
+    model = keras.models.load_model(out / "model.keras")
+    assert model.num_classes == 10
+    path = str(out / "model.keras")
+    # Without --label: a row of --columns samples per class, class 0 first.
+    assert cli.main(["sample", path, "--columns", "3", "--out",
+                     str(tmp_path / "rows.png")]) == 0  # fmt: skip
+    labels = np.repeat(np.arange(10), 3)
+    expected = tfvae._images.grid(
+        model.sample(30, seed=0, labels=labels).numpy(), model.input_shape, 3
+    )
+    np.testing.assert_array_equal(read_png(tmp_path / "rows.png"), expected)
+    # --label N: class N only.
+    assert cli.main(["sample", path, "--label", "7", "--num", "4", "--out",
+                     str(tmp_path / "seven.png")]) == 0  # fmt: skip
+    expected = tfvae._images.grid(
+        model.sample(4, seed=0, labels=7).numpy(), model.input_shape, 8
+    )
+    np.testing.assert_array_equal(read_png(tmp_path / "seven.png"), expected)
+    assert cli.main(["reconstruct", path, "--dataset", "digits", "--num", "4",
+                     "--out", str(tmp_path / "r.png")]) == 0  # fmt: skip
+    assert cli.main(["traverse", path, "--label", "2", "--steps", "3",
+                     "--out", str(tmp_path / "t.png")]) == 0  # fmt: skip
+    capsys.readouterr()
+    # evaluate scores log p(x | y) of the test images with their labels.
+    assert cli.main(["evaluate", path, "--dataset", "digits", "--dequantize",
+                     "uniform", "--num-samples", "20", "--json"]) == 0  # fmt: skip
+    printed = json.loads(capsys.readouterr().out)
+    data = tfvae.data.load("digits", "test", dequantize="uniform", labels=True)
+    expected = tfvae.certify(model, data, num_samples=20, seed=0, levels=17)
+    assert printed["log_likelihood"] == pytest.approx(expected["log_likelihood"])
+    # A conditional traversal needs its class.
+    assert cli.main(["traverse", path, "--out", str(tmp_path / "t2.png")]) != 0
+    assert "pass --label N" in capsys.readouterr().err
+    assert not (tmp_path / "t2.png").exists()

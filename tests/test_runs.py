@@ -251,3 +251,54 @@ def test_a_convolutional_run_needs_images(tmp_path):
             verbose=0,
         )
     assert not (tmp_path / "run").exists()
+
+
+def image_steps(log_dir):
+    """{tag: sorted steps} of the images in `log_dir/images` (every event file)."""
+    import tensorflow as tf
+
+    steps = {}
+    folder = os.path.join(log_dir, "images")
+    for name in os.listdir(folder):
+        for event in tf.compat.v1.train.summary_iterator(os.path.join(folder, name)):
+            for value in event.summary.value:
+                steps.setdefault(value.tag, []).append(event.step)
+    return {tag: sorted(found) for tag, found in steps.items()}
+
+
+def test_images_every_writes_the_grids_and_survives_a_resume(tmp_path, monkeypatch):
+    out = tmp_path / "run"
+    original = callbacks.BackupAndRestore.on_epoch_end
+
+    def stop_after_the_second_epoch(self, epoch, logs=None):
+        original(self, epoch, logs)
+        if epoch == 1:
+            raise KeyboardInterrupt  # a kill once epoch 2 is backed up
+
+    monkeypatch.setattr(
+        callbacks.BackupAndRestore, "on_epoch_end", stop_after_the_second_epoch
+    )
+    config = {**DIGITS, "epochs": 5, "images_every": 2}
+    with pytest.raises(KeyboardInterrupt):
+        runs.train(config, out, verbose=0)
+    assert image_steps(out / "logs") == {"samples": [1], "reconstructions": [1]}
+    monkeypatch.setattr(callbacks.BackupAndRestore, "on_epoch_end", original)
+    runs.train(None, out, resume=True, verbose=0)
+    with open(out / "run.json") as file:
+        assert json.load(file)["images_every"] == 2
+    # Epochs 2 and 4, and the last (5): Keras' 0-based steps 1, 3 and 4.
+    assert image_steps(out / "logs") == {
+        "samples": [1, 3, 4],
+        "reconstructions": [1, 3, 4],
+    }
+
+
+def test_images_every_needs_examples_it_can_draw(tmp_path):
+    path = tmp_path / "flat.npz"
+    np.savez(path, train=np.zeros((20, 12), "float32"))
+    with pytest.raises(ValueError, match=r"Received: images_every=3"):
+        runs.train({"dataset": str(path), "images_every": 3}, tmp_path / "run")
+    assert not (tmp_path / "run").exists()
+    with pytest.raises(ValueError, match=r"images_every=1, conditional=True"):
+        runs.train({**DIGITS, "conditional": True, "images_every": 1}, tmp_path / "r")
+    assert not (tmp_path / "r").exists()

@@ -14,10 +14,11 @@ import h5py
 import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 from test_data import http_server
 
 import tfvae
-from tfvae import zoo
+from tfvae import _images, zoo
 
 
 def zoo_registry():
@@ -382,6 +383,41 @@ def test_a_dynamically_binarized_preset_records_and_follows_its_protocol(tmp_pat
     with pytest.raises(ValueError, match="has binarize=None"):
         zoo.publish(static, tmp_path / "static_preset", binarizations=2)
     assert not (tmp_path / "static_preset").exists()
+
+
+def test_a_conditional_run_publishes_and_verifies_with_its_labels(tmp_path):
+    run = tmp_path / "run"
+    tfvae.runs.train(
+        {
+            "dataset": "digits",
+            "conditional": True,
+            "binarize": "dynamic",
+            "latent_dim": 2,
+            "hidden_units": "8",
+            "epochs": 1,
+        },
+        run,
+        verbose=0,
+    )
+    meta = zoo.publish(run, tmp_path / "cond", num_samples=10, binarizations=2)
+    assert meta["num_classes"] == 10
+    card = (tmp_path / "cond" / "README.md").read_text()
+    assert "label y of 10 classes" in card and "a row of 8 per class" in card
+    # The card's samples: a row of 8 per class, seed 0.
+    model = keras.models.load_model(run / "model.keras")
+    labels = np.repeat(np.arange(10), 8)
+    expected = _images.grid(
+        model.sample(80, seed=0, labels=labels).numpy(), model.input_shape, 8
+    )
+    picture = tf.io.decode_png(tf.io.read_file(str(tmp_path / "cond" / "samples.png")))
+    np.testing.assert_array_equal(picture.numpy(), expected)
+    # The log-likelihood is log p(x | y) of the test images with their labels.
+    grey, y = tfvae.data.load("digits", "test", labels=True)
+    certified = tfvae.certify(model, (grey, y), num_samples=10, seed=0, binarizations=2)
+    assert meta["metrics"]["log_likelihood"] == round(certified["log_likelihood"], 3)
+    recorded, measured = zoo.verify(str(tmp_path / "cond"), num_samples=10)
+    assert recorded["log_likelihood"] == round(measured["log_likelihood"], 3)
+    assert zoo.load(str(tmp_path / "cond")).num_classes == 10
 
 
 def test_unknown_names_suggest_the_closest():

@@ -6,6 +6,7 @@ the modules and the protocol through which they meet.
 
 from tfvae import (
     callbacks,
+    conditional,
     data,
     diagnostics,
     distribute,
@@ -15,6 +16,7 @@ from tfvae import (
     layers,
     networks,
     noise,
+    plots,
     priors,
     runs,
     training,
@@ -28,6 +30,7 @@ from tfvae.estimators import (
 )
 from tfvae.export import export_saved_model
 from tfvae.hvae import HierarchicalVAE
+from tfvae.portable import export_litert, export_onnx
 from tfvae.vae import VAE
 from tfvae.version import __version__
 
@@ -37,17 +40,21 @@ __all__ = [
     "bits_per_dim",
     "callbacks",
     "certify",
+    "conditional",
     "data",
     "diagnostics",
     "distribute",
     "distributions",
     "evaluate_log_likelihood",
+    "export_litert",
+    "export_onnx",
     "export_saved_model",
     "heads",
     "latent",
     "layers",
     "networks",
     "noise",
+    "plots",
     "priors",
     "runs",
     "training",

@@ -45,6 +45,26 @@ def grid(images, input_shape, columns, padding=1):
     return (picture * 255).round().astype(np.uint8)
 
 
+def pairs(originals, reconstructions, columns):
+    """Rows of `columns` originals, each followed by the row of their pictures.
+
+    A last, shorter row is filled with blank (white) images, so that every
+    picture sits below its original in `grid(..., columns)`.
+    """
+    originals = np.asarray(originals, np.float32)
+    reconstructions = np.asarray(reconstructions, np.float32)
+    blank = np.ones((-len(originals) % columns, *originals.shape[1:]), np.float32)
+    rows = []
+    for start in range(0, len(originals), columns):
+        end = start + columns
+        rows += [originals[start:end], reconstructions[start:end]]
+    if len(blank):
+        rows = [*rows[:-2], np.concatenate([rows[-2], blank])] + [
+            np.concatenate([rows[-1], blank])
+        ]
+    return np.concatenate(rows)
+
+
 def check_png_path(path, overwrite=True):
     """Refuses, before any work, a PNG path that cannot or must not be written.
 
@@ -73,10 +93,19 @@ def check_png_path(path, overwrite=True):
 
 def write_png(picture, path):
     """Writes a PNG atomically (a temporary file renamed into place)."""
+    write_bytes(tf.io.encode_png(picture).numpy(), path)
+
+
+def write_bytes(data, path):
+    """Writes `data` to `path` atomically (a temporary file renamed into place)."""
     path = os.fspath(path)
     partial = os.path.join(
         os.path.dirname(os.path.abspath(path)), f".{os.path.basename(path)}.partial"
     )
-    with open(partial, "wb") as file:
-        file.write(tf.io.encode_png(picture).numpy())
-    os.replace(partial, path)
+    try:
+        with open(partial, "wb") as file:
+            file.write(data)
+        os.replace(partial, path)
+    finally:
+        if os.path.exists(partial):
+            os.remove(partial)

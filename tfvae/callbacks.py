@@ -8,8 +8,9 @@ import time
 
 import keras
 import numpy as np
+import tensorflow as tf
 
-from tfvae import _checks, _files, distribute
+from tfvae import _checks, _files, _images, distribute
 
 __all__ = [
     "BackupAndRestore",
@@ -17,6 +18,7 @@ __all__ = [
     "HistoryFile",
     "KLWarmup",
     "SwapEMAWeights",
+    "TensorBoardImages",
 ]
 
 
@@ -296,6 +298,10 @@ class HistoryFile(keras.callbacks.Callback):
 
     After every epoch the file at `path` is rewritten atomically with one row
     per epoch (`{"epoch": 1, "loss": ..., "val_elbo": ..., "seconds": ...}`).
+    Each row also holds the epoch's `learning_rate` (the optimizer's, unless a
+    callback before this one logged it, as `ReduceLROnPlateau` does) and
+    `kl_weight` (the model's KL weight, unless `KLWarmup` logged it), so that
+    `tfvae.plots` can draw them.
     Rows of a previous run with an epoch at or below the one training starts
     from are kept, so a run resumed with `keras.callbacks.BackupAndRestore`
     (or `initial_epoch`) continues the same file.
@@ -361,8 +367,21 @@ class HistoryFile(keras.callbacks.Callback):
                         row for row in json.load(file) if row["epoch"] <= epoch
                     ]
 
+    def _schedules(self):
+        """The learning rate and KL weight the model holds now, where it has them."""
+        values = {}
+        optimizer = getattr(self.model, "optimizer", None)
+        rate = getattr(optimizer, "learning_rate", None)
+        if rate is not None:
+            values["learning_rate"] = float(keras.ops.convert_to_numpy(rate))
+        weight = getattr(self.model, "kl_weight", None)
+        if weight is not None:
+            values["kl_weight"] = float(keras.ops.convert_to_numpy(weight))
+        return values
+
     def on_epoch_end(self, epoch, logs=None):
         row = {"epoch": epoch + 1, **{k: float(v) for k, v in (logs or {}).items()}}
+        row.update({k: v for k, v in self._schedules().items() if k not in row})
         row["seconds"] = time.perf_counter() - self._epoch_start
         self.rows.append(row)
         chief = distribute.is_chief(self.model.distribute_strategy)
@@ -385,3 +404,146 @@ class HistoryFile(keras.callbacks.Callback):
         elif epoch + 1 - best >= self.patience:
             print(f"early stopping: no better {self.monitor} since epoch {best}")
             self.model.stop_training = True
+
+
+class TensorBoardImages(keras.callbacks.Callback):
+    """Writes grids of samples and reconstructions to TensorBoard during training.
+
+    Every `every` epochs, and after the last epoch (also one that stopped
+    training early), it writes two images to `log_dir/images` with
+    `tf.summary.image`:
+
+    - `samples`: `model.sample(num_samples, seed=seed)`, decoder means of
+      prior draws from the same noise every time, so that the grids show
+      how training changes what one set of latent values decodes to;
+    - `reconstructions`: with `examples`, rows of originals each followed by
+      the row of their reconstructions, `model.reconstruct(examples)`.
+
+    The step of an image is the epoch as Keras counts it, from 0: the step of
+    `keras.callbacks.TensorBoard`'s epoch curves, so with
+    `TensorBoard(log_dir)` beside it, TensorBoard shows the images of an
+    epoch beside its curves (as the run `images`). Examples are drawn as
+    square images when flat (784 values: 28x28), or as (height, width) or
+    (height, width, 1 or 3) images. In a multi-worker cluster only the chief
+    writes. A run resumed by `BackupAndRestore` redoes the epochs after its
+    last backup, and writes their images again at the same steps, as
+    `keras.callbacks.TensorBoard` does its curves: the later ones are those of
+    the weights it goes on from.
+
+    Args:
+        log_dir: the TensorBoard log folder (the images go to its `images`
+            folder).
+        every: write every `every` epochs (and after the last), >= 1.
+        num_samples: the number of samples in the grid, >= 1.
+        examples: an array of examples of the model's `input_shape` to
+            reconstruct, or None for no reconstructions.
+        columns: images per row of a grid, >= 1.
+        seed: the integer seed of the samples' noise.
+
+    Example:
+
+    ```python
+    model.fit(x, epochs=20, callbacks=[
+        keras.callbacks.TensorBoard("logs"),
+        tfvae.callbacks.TensorBoardImages("logs", every=5, examples=x_valid[:32]),
+    ])
+    ```
+    """
+
+    def __init__(
+        self, log_dir, every=1, num_samples=64, examples=None, columns=8, seed=0
+    ):
+        super().__init__()
+        self.log_dir = os.fspath(log_dir)
+        self.every = _checks.positive_int(every, "every")
+        self.num_samples = _checks.positive_int(num_samples, "num_samples")
+        self.columns = _checks.positive_int(columns, "columns")
+        if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
+            raise ValueError(
+                f"`seed` must be an integer (the same noise every epoch). "
+                f"Received: seed={seed!r}"
+            )
+        self.seed = int(seed)
+        if examples is not None:
+            examples = np.asarray(examples, np.float32)
+            if examples.ndim < 2 or not len(examples):
+                raise ValueError(
+                    "`examples` must be a non-empty array of examples, shape "
+                    f"(n, *input_shape). Received: examples of shape {examples.shape}"
+                )
+        self.examples = examples
+        self._writer = None
+        self._last_epoch = None
+        self._last_written = None
+
+    @property
+    def images_dir(self):
+        """The folder of the event files, `log_dir/images`."""
+        return os.path.join(self.log_dir, "images")
+
+    def sample_images(self):
+        """The images of the `samples` grid: decoder means from fixed noise."""
+        return self.model.sample(self.num_samples, seed=self.seed)
+
+    def reconstruction_images(self):
+        """The images of the `reconstructions` grid: originals, then theirs.
+
+        Each row of `columns` originals is followed by the row of their
+        reconstructions; None without `examples`.
+        """
+        if self.examples is None:
+            return None
+        reconstructions = keras.ops.convert_to_numpy(
+            self.model.reconstruct(self.examples)
+        )
+        return _images.pairs(self.examples, reconstructions, self.columns)
+
+    def on_train_begin(self, logs=None):
+        shape = tuple(self.model.input_shape)
+        try:
+            _images.image_shape(shape)
+        except ValueError:
+            raise ValueError(
+                "TensorBoardImages draws examples as images: the model's "
+                "examples must have a square number of values, or shape "
+                f"(height, width) or (height, width, 1 or 3). Received: "
+                f"input_shape={shape}"
+            ) from None
+        if self.examples is not None and self.examples.shape[1:] != shape:
+            raise ValueError(
+                f"`examples` must have the model's input shape {shape}. "
+                f"Received: examples of shape {self.examples.shape}"
+            )
+        self._last_epoch = self._last_written = None
+        if distribute.is_chief(self.model.distribute_strategy):
+            self._writer = tf.summary.create_file_writer(self.images_dir)
+
+    def on_epoch_end(self, epoch, logs=None):
+        self._last_epoch = epoch
+        last = epoch + 1 == (self.params or {}).get("epochs")
+        if (epoch + 1) % self.every == 0 or last:
+            self._write(epoch)
+
+    def on_train_end(self, logs=None):
+        if self._last_epoch is not None and self._last_written != self._last_epoch:
+            self._write(self._last_epoch)  # training stopped early
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+
+    def _write(self, epoch):
+        self._last_written = epoch
+        if self._writer is None:  # not the chief
+            return
+        grids = {"samples": self.sample_images()}
+        reconstructions = self.reconstruction_images()
+        if reconstructions is not None:
+            grids["reconstructions"] = reconstructions
+        shape = self.model.input_shape
+        with self._writer.as_default():
+            for name, images in grids.items():
+                picture = _images.grid(
+                    keras.ops.convert_to_numpy(images), shape, self.columns
+                )
+                tf.summary.image(name, picture[None], step=epoch)
+        self._writer.flush()

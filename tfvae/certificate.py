@@ -75,12 +75,19 @@ def certify(
         draws = [x]
     else:
         count = _checks.positive_int(binarizations, "binarizations")
-        if np.min(x) < 0 or np.max(x) > 1:
+        # The examples are the first of the model's inputs (labels stay as
+        # they are).
+        arrays = model.as_arrays(x)
+        grey, *rest = tf.nest.flatten(arrays)
+        if np.min(grey) < 0 or np.max(grey) > 1:
             raise ValueError(
                 "binarizations= draws Bernoulli pixels from grey levels in "
-                f"[0, 1], but the data lie in [{np.min(x):.4g}, {np.max(x):.4g}]"
+                f"[0, 1], but the data lie in [{np.min(grey):.4g}, {np.max(grey):.4g}]"
             )
-        draws = [data.binarized(x, seed=b) for b in range(count)]
+        draws = [
+            tf.nest.pack_sequence_as(arrays, [data.binarized(grey, seed=b), *rest])
+            for b in range(count)
+        ]
     _check_discrete(model, draws[0])  # the draws of binarizations are 0/1
     estimates = [
         estimators.log_likelihood(

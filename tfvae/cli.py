@@ -136,6 +136,14 @@ def _parser():
     train.add_argument(
         "--dataset", help="binarized_mnist, mnist, fashion_mnist, digits or a file"
     )
+    train.add_argument(
+        "--conditional",
+        action="store_const",
+        const=True,
+        help="a class-conditional model, p(x|z, y) and q(z|x, y), trained on the "
+        "dataset's labels (mnist, fashion_mnist, caltech101_silhouettes, digits, "
+        "or a file with labels)",
+    )
     train.add_argument("--binarize", choices=["dynamic"])
     train.add_argument(
         "--dequantize",
@@ -190,6 +198,14 @@ def _parser():
         metavar="N",
         help="stop the run after more than N skipped updates in a row (100)",
     )
+    train.add_argument(
+        "--images-every",
+        type=_non_negative_int,
+        metavar="N",
+        help="every N epochs and after the last, write grids of samples (from "
+        "fixed noise) and reconstructions to TensorBoard, in OUT/logs/images "
+        "(0: off)",
+    )
     train.add_argument("--seed", type=int)
     train.add_argument("--verbose", type=int, choices=[0, 1, 2], default=1)
 
@@ -216,6 +232,11 @@ def _parser():
     sample.add_argument("model_path", metavar="MODEL")
     sample.add_argument("--num", type=_positive_int, default=64)
     sample.add_argument("--seed", type=int, default=0)
+    _label_argument(
+        sample,
+        "draw class N only (a conditional model draws a row "
+        "of --columns samples per class without it)",
+    )
     _picture_arguments(sample, "samples.png")
 
     reconstruct = commands.add_parser(
@@ -233,6 +254,7 @@ def _parser():
     )
     traverse.add_argument("--steps", type=_positive_int, default=10)
     traverse.add_argument("--range", type=_positive_float, default=2.5, dest="extent")
+    _label_argument(traverse, "the class to decode (a conditional model needs it)")
     _picture_arguments(traverse, "traversal.png")
 
     pseudo = commands.add_parser(
@@ -240,6 +262,14 @@ def _parser():
     )
     pseudo.add_argument("model_path", metavar="MODEL")
     _picture_arguments(pseudo, "pseudo_inputs.png")
+
+    plot = commands.add_parser(
+        "plot",
+        help="a PNG of a run's training curves: bounds, KL, learning rate, KL weight",
+    )
+    plot.add_argument("run_dir", metavar="RUN_DIR", help="a tfvae train --out folder")
+    plot.add_argument("--out", default="curves.png", help="the PNG (curves.png)")
+    plot.add_argument("--overwrite", action="store_true")
 
     zoo = commands.add_parser(
         "zoo", help="pretrained presets: list, info, verify, publish"
@@ -283,12 +313,33 @@ def _parser():
     publish.add_argument("--overwrite", action="store_true")
     _progress_argument(publish)
 
-    export = commands.add_parser("export", help="a SavedModel for TF Serving")
+    export = commands.add_parser(
+        "export",
+        help="a SavedModel for TF Serving, or ONNX or LiteRT encoder and decoder files",
+    )
     export.add_argument("model_path", metavar="MODEL")
     export.add_argument("export_dir", metavar="EXPORT_DIR")
-    export.add_argument("--version", type=_non_negative_int, dest="export_version")
+    export.add_argument(
+        "--format",
+        choices=_EXPORT_FORMATS,
+        default="savedmodel",
+        help="savedmodel (TF Serving, the default), onnx (encoder.onnx and "
+        "decoder.onnx) or litert (encoder.tflite and decoder.tflite)",
+    )
+    export.add_argument(
+        "--version",
+        type=_non_negative_int,
+        dest="export_version",
+        help="the TF Serving version folder N (savedmodel only)",
+    )
     export.add_argument("--overwrite", action="store_true")
     return parser
+
+
+def _label_argument(parser, help):
+    parser.add_argument(
+        "--label", type=_non_negative_int, metavar="N", help=f"conditional: {help}"
+    )
 
 
 def _data_arguments(parser):
@@ -358,13 +409,15 @@ def _load_model(path):
 def _load_data(args, model, binarize=True):
     from tfvae import data
 
-    x = data.load(
+    loaded = data.load(
         args.dataset,
         args.split,
         binarize=args.binarize if binarize else None,
         dequantize=args.dequantize,
         limit=args.limit,
+        labels=model.num_classes > 0,  # a conditional model's (x, labels)
     )
+    x = loaded[0] if model.num_classes else loaded
     if x.shape[1:] != model.input_shape and x[0].size == math.prod(model.input_shape):
         x = x.reshape(len(x), *model.input_shape)  # e.g. images for a conv model
     if x.shape[1:] != model.input_shape:
@@ -372,7 +425,7 @@ def _load_data(args, model, binarize=True):
             f"dataset {args.dataset!r} has examples of shape {x.shape[1:]}, the "
             f"model expects {model.input_shape}"
         )
-    return x
+    return (x, loaded[1]) if model.num_classes else x
 
 
 def _evaluate(args):
@@ -450,17 +503,50 @@ def _write_picture(args, images, model):
     return 0
 
 
+def _labels(args, model, count):
+    """The labels of `count` pictures of a conditional model (`--label`), or None."""
+    import numpy as np
+
+    if not model.num_classes:
+        if args.label is not None:
+            raise UsageError(
+                f"--label applies to a conditional model; {args.model_path} takes "
+                "no labels (num_classes=0)"
+            )
+        return None
+    if args.label is None:
+        return None
+    if args.label >= model.num_classes:
+        raise UsageError(
+            f"--label must be a class in [0, {model.num_classes}); got {args.label}"
+        )
+    return np.full((count,), args.label)
+
+
 def _sample(args):
+    from tfvae import conditional
+
     model = _load_model(args.model_path)
-    return _write_picture(args, model.sample(args.num, seed=args.seed).numpy(), model)
+    labels = _labels(args, model, args.num)
+    if model.num_classes and labels is None:  # a row per class
+        labels = conditional.rows_of_classes(model.num_classes, args.columns)
+    count = args.num if labels is None else len(labels)
+    kwargs = {} if labels is None else {"labels": labels}
+    images = model.sample(count, seed=args.seed, **kwargs).numpy()
+    return _write_picture(args, images, model)
 
 
 def _reconstruct(args):
     import numpy as np
 
     model = _load_model(args.model_path)
-    x = _load_data(args, model)[: args.num]
-    recon = model.reconstruct(x).numpy()
+    inputs = _load_data(args, model)
+    if model.num_classes:  # x with its labels
+        inputs = tuple(part[: args.num] for part in inputs)
+        x = inputs[0]
+    else:
+        inputs = x = inputs[: args.num]
+    recon = model.reconstruct(inputs).numpy()
     rows = []
     for start in range(0, len(x), args.columns):  # a row of originals, then theirs
         rows += [x[start : start + args.columns], recon[start : start + args.columns]]
@@ -492,16 +578,47 @@ def _traverse(args):
     z[:, i] = np.repeat(values[::-1], args.steps)  # rows: dimension i, top to bottom
     z[:, j] = np.tile(values, args.steps)  # columns: dimension j
     args.columns = args.steps
-    return _write_picture(args, model.decode(z).mean().numpy(), model)
+    labels = _labels(args, model, len(z))
+    if model.num_classes and labels is None:
+        raise UsageError(
+            f"{args.model_path} is conditional ({model.num_classes} classes): "
+            "pass --label N, the class to decode"
+        )
+    conditions = () if labels is None else (labels,)
+    return _write_picture(args, model.decode_given(z, conditions).mean().numpy(), model)
+
+
+def _plot(args):
+    from tfvae import plots
+
+    print(f"wrote {plots.plot_history(args.run_dir, args.out, args.overwrite)}")
+    return 0
+
+
+# The formats of `tfvae export --format`.
+_EXPORT_FORMATS = ("savedmodel", "onnx", "litert")
 
 
 def _export(args):
     import tfvae
 
+    if args.format != "savedmodel" and args.export_version is not None:
+        raise UsageError(
+            "--version N writes a TF Serving version folder of a SavedModel; "
+            f"drop it for --format {args.format}"
+        )
     model = _load_model(args.model_path)
-    path = tfvae.export_saved_model(
-        model, args.export_dir, version=args.export_version, overwrite=args.overwrite
-    )
+    if args.format == "onnx":
+        path = tfvae.export_onnx(model, args.export_dir, overwrite=args.overwrite)
+    elif args.format == "litert":
+        path = tfvae.export_litert(model, args.export_dir, overwrite=args.overwrite)
+    else:
+        path = tfvae.export_saved_model(
+            model,
+            args.export_dir,
+            version=args.export_version,
+            overwrite=args.overwrite,
+        )
     print(f"wrote {path}")
     return 0
 
@@ -599,6 +716,7 @@ _COMMANDS = {
     "reconstruct": _reconstruct,
     "traverse": _traverse,
     "pseudo-inputs": _pseudo_inputs,
+    "plot": _plot,
     "export": _export,
     "zoo": _zoo,
 }

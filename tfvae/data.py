@@ -50,6 +50,7 @@ __all__ = [
     "image_shape",
     "uniform_dequantize",
     "names",
+    "num_classes",
     "search_path",
     "splits",
 ]
@@ -319,6 +320,30 @@ def image_shape(name):
     convolutional model (`architecture="conv"`) takes them.
     """
     return _IMAGE_SHAPES.get(name) if isinstance(name, str) else None
+
+
+# The number of classes of the labels of each named dataset that has them.
+_NUM_CLASSES = {
+    "mnist": 10,
+    "fashion_mnist": 10,
+    "caltech101_silhouettes": 101,
+    "digits": 10,
+}
+
+
+def num_classes(name, data_dir=None):
+    """K, the number of classes of a dataset's labels 0..K-1.
+
+    For a named dataset, its number of classes; for an `.npz` file, one more
+    than the largest label of its `train` split. Raises `ValueError` for a
+    dataset without labels (`binarized_mnist`, or a file without them).
+    """
+    if isinstance(name, str) and name in _NUM_CLASSES:
+        return _NUM_CLASSES[name]
+    _, y = load(name, "train", labels=True, data_dir=data_dir)
+    if not len(y):
+        raise ValueError(f"the train split of {name!r} holds no labels")
+    return int(y.max()) + 1
 
 
 def _reshaped(x, shape, name):

@@ -24,10 +24,72 @@ from tfvae import _checks, _files, distribute, estimators, training
 from tfvae import noise as noise_lib
 from tfvae.latent import LatentVariableModel
 
-__all__ = ["export_saved_model"]
+__all__ = ["decode_outputs", "decode_signature", "encode_outputs", "export_saved_model"]
 
 # Samples per block of the in-graph log-likelihood loop.
 _LOG_LIKELIHOOD_BLOCK = 32
+
+
+def encode_outputs(model, inputs):
+    """What the `encode` signature returns for checked inputs of `model`.
+
+    The posterior means and standard deviations, following the means up a
+    hierarchy (`model.encode(inputs, sample=False)`): `loc` and `scale` for
+    one latent layer; `loc_1`, `scale_1`, `loc_2`, ... (z_1 first) for
+    several. The ONNX and LiteRT encoders return the same names.
+
+    Args:
+        model: a `tfvae.latent.LatentVariableModel`.
+        inputs: the model's inputs (`model.pack_inputs` of tensors of
+            `model.input_signature()`), checked by `model.check_inputs`.
+
+    Returns:
+        A dict of float32 tensors of shape (batch, latent dim of the layer).
+    """
+    posteriors = model.encode(inputs, sample=False)
+    if len(posteriors) == 1:
+        (q,) = posteriors
+        return {"loc": q.mean(), "scale": q.stddev()}
+    outputs = {}
+    for layer, q in enumerate(posteriors, start=1):
+        outputs[f"loc_{layer}"] = q.mean()
+        outputs[f"scale_{layer}"] = q.stddev()
+    return outputs
+
+
+def decode_signature(model):
+    """The named inputs of the `decode` signature: `z`, then the conditions.
+
+    Args:
+        model: a `tfvae.latent.LatentVariableModel`.
+
+    Returns:
+        A list of `tf.TensorSpec`: `z` of shape (None, `model.decode_dim`),
+        then `model.condition_signature()` (none for an unconditional model).
+    """
+    z_spec = tf.TensorSpec((None, model.decode_dim), tf.float32, name="z")
+    return [z_spec, *model.condition_signature()]
+
+
+def decode_outputs(model, z, conditions=()):
+    """What the `decode` signature returns: the parameters of p(x | z).
+
+    Args:
+        model: a `tfvae.latent.LatentVariableModel`.
+        z: a float32 tensor of shape (batch, `model.decode_dim`).
+        conditions: tensors of `model.condition_signature()`, in order.
+
+    Returns:
+        `model.likelihood.output_parameters(model.decode(z, ...))`: a dict
+        with `mean`, and the head's own parameters (`probs`, `scale`, ...).
+    """
+    p = model.decode(z, **_conditioned(conditions))
+    return model.likelihood.output_parameters(p)
+
+
+def _conditioned(conditions):
+    """The keywords of `decode` and `generate` for these conditions, if any."""
+    return {"conditions": tuple(conditions)} if conditions else {}
 
 
 def _endpoints(model):
@@ -39,13 +101,8 @@ def _endpoints(model):
     """
     x_specs = model.input_signature()
     condition_specs = model.condition_signature()
-    z_dim = model.decode_dim
-    z_spec = tf.TensorSpec((None, z_dim), tf.float32, name="z")
     count_spec = tf.TensorSpec((), tf.int32, name="num_samples")
     seed_spec = tf.TensorSpec((), tf.int32, name="seed")
-
-    def conditioned(conditions):
-        return {"conditions": tuple(conditions)} if conditions else {}
 
     # Every signature refuses what the Python API refuses: data outside the
     # likelihood's support or not finite (`check_inputs`), a non-finite z.
@@ -53,21 +110,11 @@ def _endpoints(model):
         return {"reconstruction": model(model.check_inputs(model.pack_inputs(inputs)))}
 
     def encode(*inputs):
-        x = model.check_inputs(model.pack_inputs(inputs))
-        posteriors = model.encode(x, sample=False)
-        if len(posteriors) == 1:
-            (q,) = posteriors
-            return {"loc": q.mean(), "scale": q.stddev()}
-        outputs = {}
-        for layer, q in enumerate(posteriors, start=1):
-            outputs[f"loc_{layer}"] = q.mean()
-            outputs[f"scale_{layer}"] = q.stddev()
-        return outputs
+        return encode_outputs(model, model.check_inputs(model.pack_inputs(inputs)))
 
     def decode(z, *conditions):
         z = tf.debugging.assert_all_finite(z, "z must be finite (no NaN or Inf)")
-        p = model.decode(z, **conditioned(conditions))
-        return model.likelihood.output_parameters(p)
+        return decode_outputs(model, z, conditions)
 
     def sample(num_samples, seed, *conditions):
         tf.debugging.assert_positive(num_samples, message="num_samples must be >= 1")
@@ -76,7 +123,7 @@ def _endpoints(model):
             (num_samples, sum(dims)), seed=tf.stack([seed, 0])
         )
         noise = noise_lib.split(noise, dims)
-        return {"x": model.generate(noise, **conditioned(conditions))}
+        return {"x": model.generate(noise, **_conditioned(conditions))}
 
     def elbo(*inputs):
         return {"elbo": model.elbo(model.pack_inputs(inputs), num_samples=1, seed=0)}
@@ -99,7 +146,7 @@ def _endpoints(model):
     return [
         ("serving_default", serving_default, x_specs),
         ("encode", encode, x_specs),
-        ("decode", decode, [z_spec, *condition_specs]),
+        ("decode", decode, decode_signature(model)),
         ("sample", sample, [count_spec, seed_spec, *condition_specs]),
         ("elbo", elbo, x_specs),
         ("log_likelihood", log_likelihood, [*x_specs, count_spec]),

@@ -5,8 +5,9 @@ from keras import ops
 
 from tfvae import _checks, heads
 from tfvae import noise as noise_lib
+from tfvae.conditional import ClassConditional
 from tfvae.distributions import precision_weighted, reparameterize
-from tfvae.latent import NOTHING_PREPARED, Chain, LatentLayer, LatentVariableModel
+from tfvae.latent import NOTHING_PREPARED, Chain, LatentLayer
 from tfvae.networks import check_architecture, conv_decoder, conv_encoder, mlp
 
 _INFERENCES = ("bottom_up", "ladder", "top_down")
@@ -51,7 +52,7 @@ def _hidden_units_per_layer(hidden_units, latent_dims):
 
 
 @keras.saving.register_keras_serializable(package="tfvae")
-class HierarchicalVAE(LatentVariableModel):
+class HierarchicalVAE(ClassConditional):
     """A VAE with a Markov chain of L stochastic layers.
 
     Generative model: p(x, z_1..z_L) = p(z_L) p(z_{L-1}|z_L) ... p(z_1|z_2)
@@ -152,6 +153,12 @@ class HierarchicalVAE(LatentVariableModel):
             features of p(z_i | z_{i+1}), and, for i = 0, z_1 (the
             concatenation [z_1, ..., z_L] under `skip`) to the features of
             p(x | .) that the likelihood head projects.
+        num_classes: 0 (default) or K >= 2 for a class-conditional model
+            (`tfvae.conditional`): inputs `(x, labels)`, and a one-hot label
+            beside x at the input of `inference_networks[0]` (q(z_1|x, y),
+            or the upward pass) and beside the decoder's z in p(x|z_1, y)
+            (p(x|z_1, ..., z_L, y) under `skip`). The chain p(z_L) ...
+            p(z_1|z_2) is unconditional.
         seed: seed of the model's noise (an int or None).
         **kwargs: base `keras.Model` arguments, such as `name`.
 
@@ -201,12 +208,20 @@ class HierarchicalVAE(LatentVariableModel):
         architecture="mlp",
         inference_networks=None,
         generative_networks=None,
+        num_classes=0,
         seed=None,
         **kwargs,
     ):
         architecture = check_architecture(architecture, input_shape)
         super().__init__(
-            input_shape, beta, num_samples, free_bits, objective, seed, **kwargs
+            input_shape,
+            beta,
+            num_samples,
+            free_bits,
+            objective,
+            seed,
+            num_classes=num_classes,
+            **kwargs,
         )
         self.architecture = architecture
         self.inference = _checks.one_of(inference, "inference", _INFERENCES)
@@ -292,7 +307,12 @@ class HierarchicalVAE(LatentVariableModel):
 
     def build_networks(self):
         noise = noise_lib.standard_normal((1, 1), self.latent_dims, seed=0)
-        self.chain(ops.zeros((1, *self.input_shape)), noise)
+        self.chain(self.zero_inputs(), noise)
+
+    def _first_input(self, inputs):
+        """What the first inference network sees: x (and a label beside it)."""
+        x, conditions = self.split_inputs(inputs)
+        return self.network_input(ops.convert_to_tensor(x, "float32"), conditions)
 
     def _posterior(self, layer, h, training=None):
         """q(z_layer | z_{layer-1}), with z_0 = x; layers count from 1.
@@ -318,7 +338,7 @@ class HierarchicalVAE(LatentVariableModel):
         """q(z_L | x): the top of the upward pass (ladder or top-down, or L = 1)."""
         if not self.has_top_posterior:
             return super().top_posterior(x, training)
-        h = x
+        h = self._first_input(x)
         for layer in range(1, self.num_layers + 1):
             h = self.inference_networks[layer - 1](h, training=training)
         return self.posteriors[-1](h)
@@ -329,7 +349,7 @@ class HierarchicalVAE(LatentVariableModel):
         return 0 if self.inference == "bottom_up" else self.num_layers - 1
 
     def latent_layers(self, x, noise):
-        posteriors, z, conditionals = self._posterior_chain(x, noise)
+        posteriors, z, conditionals = self._posterior_chain(self._first_input(x), noise)
         layers = []
         for q, p, z_l in zip(posteriors[:-1], conditionals, z[:-1], strict=True):
             kl = q.distribution.log_prob(z_l) - p.distribution.log_prob(z_l)
@@ -337,12 +357,14 @@ class HierarchicalVAE(LatentVariableModel):
         layers.append(self.top_layer(posteriors[-1], z[-1]))
         return layers
 
-    def decode(self, z, training=None):
+    def decode(self, z, training=None, conditions=()):
         """p(x|z), a `tfd.Distribution` with the data's event shape.
 
         z is z_1, or under `skip=True` the concatenation [z_1, ..., z_L]
-        (`decoder_latent` of the per-layer values), `decode_dim` wide.
+        (`decoder_latent` of the per-layer values), `decode_dim` wide. A
+        class-conditional model takes `conditions=(labels,)`: p(x|z, y).
         """
+        z = self.decoder_input(z, conditions)
         features = self.generative_networks[0](z, training=training)
         return self.likelihood(features)
 
@@ -371,30 +393,35 @@ class HierarchicalVAE(LatentVariableModel):
             A list of L `tfd.Distribution`s, z_1 first, each of batch shape
             (batch,).
         """
-        x = ops.convert_to_tensor(x, "float32")
+        h = self._first_input(x)
         if not sample:
-            return self._mean_chain(x, training)
+            return self._mean_chain(h, training)
         noise = noise_lib.standard_normal(
-            (1, ops.shape(x)[0]), self.latent_dims, self._seed(seed)
+            (1, ops.shape(h)[0]), self.latent_dims, self._seed(seed)
         )
         posteriors, _, _ = self._posterior_chain(
-            x, noise, training, with_conditionals=False
+            h, noise, training, with_conditionals=False
         )
         return posteriors
 
-    def _mean_chain(self, x, training=None):
-        """The posteriors along the chain of posterior means, z_1 first."""
+    def _mean_chain(self, h, training=None):
+        """The posteriors along the chain of posterior means, z_1 first.
+
+        h is what the first inference network sees (`_first_input`).
+        """
         if self.inference != "bottom_up":
-            zeros = [ops.zeros((1, ops.shape(x)[0], dim)) for dim in self.latent_dims]
-            return self._posterior_chain(x, zeros, training)[0]
-        posteriors, h = [], x
+            zeros = [ops.zeros((1, ops.shape(h)[0], dim)) for dim in self.latent_dims]
+            return self._posterior_chain(h, zeros, training)[0]
+        posteriors = []
         for layer in range(1, self.num_layers + 1):
             posteriors.append(self._posterior(layer, h, training))
             h = posteriors[-1].mean()
         return posteriors
 
-    def _posterior_chain(self, x, noise, training=None, with_conditionals=True):
+    def _posterior_chain(self, h, noise, training=None, with_conditionals=True):
         """Ancestral reparameterized sampling of z_1..z_L ~ q.
+
+        h is what the first inference network sees (`_first_input`).
 
         Returns (posteriors, samples, conditionals), z_1 first: the z's are
         (S*B, dim), and conditionals[l - 1] is p(z_l|z_{l+1}) at the sampled
@@ -404,9 +431,8 @@ class HierarchicalVAE(LatentVariableModel):
         are left out (None); ladder and top-down inference compute them anyway.
         """
         if self.inference != "bottom_up":
-            return self._ladder_chain(x, noise, training)
+            return self._ladder_chain(h, noise, training)
         posteriors, samples = [], []
-        h = x
         layers = enumerate(zip(self.latent_dims, noise, strict=True), start=1)
         for layer, (dim, eps) in layers:
             q = self._posterior(layer, h, training)
@@ -423,9 +449,9 @@ class HierarchicalVAE(LatentVariableModel):
             ]
         return posteriors, samples, conditionals
 
-    def _ladder_chain(self, x, noise, training=None):
+    def _ladder_chain(self, h, noise, training=None):
         """`_posterior_chain` under ladder or top-down inference: up, then down."""
-        upward, h = [], x
+        upward = []
         for layer in range(1, self.num_layers + 1):
             h = self.inference_networks[layer - 1](h, training=training)
             upward.append(h)
@@ -450,13 +476,16 @@ class HierarchicalVAE(LatentVariableModel):
             conditionals.insert(0, p)
         return posteriors, samples, conditionals
 
-    def chain(self, x, noise, training=None, prepared=NOTHING_PREPARED):
+    def chain(self, inputs, noise, training=None, prepared=NOTHING_PREPARED):
         num_samples = noise[0].shape[0]
+        x, conditions = self.split_inputs(inputs)
 
         def per_sample(values):
             return ops.reshape(values, (num_samples, -1))
 
-        posteriors, z, conditionals = self._posterior_chain(x, noise, training)
+        posteriors, z, conditionals = self._posterior_chain(
+            self._first_input(inputs), noise, training
+        )
         first = self._per_example_layer
         log_q = []
         for layer, (q, z_l) in enumerate(zip(posteriors, z, strict=True)):
@@ -469,7 +498,7 @@ class HierarchicalVAE(LatentVariableModel):
         ]
         log_p.append(per_sample(self.prior.log_prob(z[-1], prepared=prepared.prior)))
         features = self.generative_networks[0](
-            self.decoder_latent(z), training=training
+            self.decoder_input(self.decoder_latent(z), conditions), training=training
         )
         log_px = self.likelihood.log_likelihood(
             features, x, num_samples, prepared=prepared.likelihood
@@ -480,12 +509,12 @@ class HierarchicalVAE(LatentVariableModel):
             kl_top = per_sample(kl_top)  # q(z_L|.) has batch (S*B,)
         return Chain(log_px=log_px, log_q=log_q, log_p=log_p, kl_top=kl_top)
 
-    def generate(self, noise):
+    def generate(self, noise, conditions=()):
         z = [self.prior.sample_from_noise(noise[-1])]
         for layer in range(self.num_layers - 1, 0, -1):
             p = self._conditional(layer, z[0])
             z.insert(0, reparameterize(p, noise[layer - 1]))
-        return self.decode(self.decoder_latent(z)).mean()
+        return self.decode(self.decoder_latent(z), conditions=conditions).mean()
 
     def get_config(self):
         return {

@@ -68,6 +68,9 @@ class LatentVariableModel(training_lib.Trainer):
 
     # Whether per-layer `kl_l` metrics are reported.
     per_layer_metrics = False
+    # The number of classes a class-conditional model takes labels of
+    # (`tfvae.conditional.ClassConditional`); 0: none.
+    num_classes = 0
 
     def __init__(
         self, input_shape, beta, num_samples, free_bits, objective, seed, **kwargs
@@ -186,6 +189,7 @@ class LatentVariableModel(training_lib.Trainer):
 
     def prepare(self, x):
         """A `Prepared`: the work of `log_weights` that depends on x only."""
+        x = self.split_inputs(x)[0]
         likelihood = self.likelihood.prepare(x) if self.likelihood.built else None
         return NOTHING_PREPARED._replace(
             likelihood=likelihood, prior=self.prior.prepare()
@@ -259,12 +263,34 @@ class LatentVariableModel(training_lib.Trainer):
 
     # --- what the model computes ----------------------------------------------
 
-    def call(self, x, training=None):
+    def call(self, inputs, training=None):
         """The reconstruction: the mean of p(x|z) at the posterior means of z."""
+        x, conditions = self.split_inputs(inputs)
         _checks.check_spec(x, self.input_shape)
-        posteriors = self.encode(x, sample=False, training=training)
+        posteriors = self.encode(inputs, sample=False, training=training)
         z = self.decoder_latent([q.mean() for q in posteriors])
-        return self.decode(z, training).mean()
+        return self.decode_given(z, conditions, training).mean()
+
+    def split_inputs(self, inputs):
+        """(x, conditions): the data of the model's inputs, and the rest.
+
+        x is what the likelihood scores; `conditions` is a tuple of what the
+        model is also conditioned on, in the order of `condition_signature()`
+        (empty by default; a class-conditional model's labels).
+        """
+        return inputs, ()
+
+    def decode_given(self, z, conditions, training=None):
+        """`decode(z)`, with `conditions=` where there are any."""
+        if not conditions:
+            return self.decode(z, training=training)
+        return self.decode(z, training=training, conditions=tuple(conditions))
+
+    def generate_given(self, noise, conditions):
+        """`generate(noise)`, with `conditions=` where there are any."""
+        if not conditions:
+            return self.generate(noise)
+        return self.generate(noise, conditions=tuple(conditions))
 
     def reconstruct(self, x, sample=False, seed=None):
         """Decoder means of x's encodings.
@@ -278,26 +304,32 @@ class LatentVariableModel(training_lib.Trainer):
             seed: seed of the draw when `sample=True`, noise of shape
                 (batch, `decode_dim`); the model's seed generator when `None`.
         """
-        posteriors = self.encode(self.check_inputs(x), sample=False)
+        inputs = self.check_inputs(x)
+        conditions = self.split_inputs(inputs)[1]
+        posteriors = self.encode(inputs, sample=False)
         z = self.decoder_latent([q.mean() for q in posteriors])
         if not sample:
-            return self.decode(z).mean()
+            return self.decode_given(z, conditions).mean()
         scale = self.decoder_latent([q.stddev() for q in posteriors])
         noise = keras.random.normal(ops.shape(z), seed=self._seed(seed))
-        return self.decode(z + scale * noise).mean()
+        return self.decode_given(z + scale * noise, conditions).mean()
 
-    def sample(self, num_samples, seed=None):
+    def sample(self, num_samples, seed=None, conditions=()):
         """Decoder means of `num_samples` draws from the generative model.
 
         The noise is `keras.random.normal((num_samples, sum(latent dims)),
         seed=seed)`, split among the layers, z_1 first: the same integer seed
         gives the same samples; with `None`, the model's seed generator.
+        `conditions` are what a conditional model's draws are conditioned on
+        (tensors of `condition_signature()`, one row per sample); tfvae's
+        class-conditional models take `labels=` instead.
         """
         num_samples = _checks.positive_int(num_samples, "num_samples")
-        return self.generate(
+        return self.generate_given(
             noise_lib.standard_normal(
                 (num_samples,), self.generation_dims, self._seed(seed)
-            )
+            ),
+            conditions,
         )
 
     @property

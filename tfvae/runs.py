@@ -6,7 +6,8 @@ writes a run folder:
 
 - `run.json`: the resolved options;
 - `history.json`: one row per epoch (`tfvae.callbacks.HistoryFile`);
-- `logs/`: TensorBoard logs;
+- `logs/`: TensorBoard logs (`logs/images`: the grids of samples and
+  reconstructions of `images_every`, `tfvae.callbacks.TensorBoardImages`);
 - `checkpoints/epoch-NNN.keras`: a checkpoint per epoch;
 - `backup/`: the state to resume from (`tfvae.callbacks.BackupAndRestore`);
 - `best.weights.h5`: with early stopping, the best epoch's weights;
@@ -35,7 +36,7 @@ import shutil
 import keras
 import tensorflow as tf
 
-from tfvae import _files, callbacks, data, priors
+from tfvae import _files, _images, callbacks, data, priors
 from tfvae.hvae import HierarchicalVAE
 from tfvae.vae import VAE
 
@@ -59,6 +60,7 @@ DEFAULTS = {
     "gated": False,
     "skip": False,
     "architecture": "mlp",
+    "conditional": False,
     "dataset": "binarized_mnist",
     "binarize": None,
     "dequantize": None,
@@ -73,6 +75,7 @@ DEFAULTS = {
     "grad_clip": 0.0,
     "skip_threshold": None,
     "max_consecutive_skips": 100,
+    "images_every": 0,
     "seed": 0,
 }
 
@@ -177,9 +180,14 @@ def _widths(text):
         ) from None
 
 
-def build_model(config, input_shape):
-    """The model of a run configuration, for examples of `input_shape`."""
+def build_model(config, input_shape, num_classes=0):
+    """The model of a run configuration, for examples of `input_shape`.
+
+    `num_classes`: the classes of the dataset's labels, for a conditional
+    run (`conditional`), else 0.
+    """
     common = dict(
+        num_classes=num_classes,
         input_shape=input_shape,
         activation=config["activation"],
         likelihood=config["likelihood"],
@@ -258,6 +266,7 @@ _OPTION_TYPES = {
     "gated": (lambda v: isinstance(v, bool), "true or false"),
     "skip": (lambda v: isinstance(v, bool), "true or false"),
     "architecture": (lambda v: v in ("mlp", "conv"), "mlp or conv"),
+    "conditional": (lambda v: isinstance(v, bool), "true or false"),
     "dataset": (lambda v: isinstance(v, str), "a dataset name or file"),
     "binarize": (lambda v: v in (None, "dynamic"), "dynamic or unset"),
     "dequantize": (lambda v: v in (None, "uniform"), "uniform or unset"),
@@ -281,6 +290,7 @@ _OPTION_TYPES = {
         "a number > 0 (inf allowed) or unset",
     ),
     "max_consecutive_skips": (lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
+    "images_every": (lambda v: _is_int(v) and v >= 0, "an integer >= 0"),
     "seed": (lambda v: _is_int(v), "an integer"),
 }
 
@@ -319,6 +329,13 @@ def check(config):
             f"{config['dataset']!r} has flat examples"
         )
     priors.get(config["prior"])  # a bad name is refused before any work
+    if config["conditional"]:
+        try:
+            data.num_classes(config["dataset"])
+        except ValueError as error:
+            raise ValueError(
+                f"--conditional needs a dataset with labels: {error}"
+            ) from None
     if config["model"] != "vae" and config["kl"] is not None:
         raise ValueError(
             f"--kl {config['kl']} applies to --model vae only (the hierarchy "
@@ -336,8 +353,46 @@ def _backup(out_dir):
     return os.path.join(out_dir, "backup")
 
 
-def _callbacks(config, out_dir):
-    """The callbacks of a run, and its `HistoryFile`."""
+def _image_examples(config, input_shape, shape):
+    """The examples whose reconstructions `images_every` draws, or a ValueError.
+
+    32 examples of the validation split (of the training split where there is
+    none), a seeded subset, the same when the run resumes.
+    """
+    if config.get("conditional"):
+        # A conditional model samples and reconstructs given labels: its grids
+        # (a row per class) are for `TensorBoardImages` to add.
+        raise ValueError(
+            "images_every does not draw the grids of a conditional model yet; "
+            "drop one of --images-every and --conditional. Received: "
+            f"images_every={config['images_every']}, conditional=True"
+        )
+    try:
+        _images.image_shape(input_shape)
+    except ValueError:
+        raise ValueError(
+            "images_every draws the examples as images: they must have a "
+            "square number of values, or be images; "
+            f"{config['dataset']!r} has examples of shape {input_shape}. "
+            f"Received: images_every={config['images_every']}"
+        ) from None
+    split = "valid" if has_validation_split(config["dataset"]) else "train"
+    return data.load(
+        config["dataset"],
+        split,
+        binarize=config["binarize"],
+        dequantize=config["dequantize"],
+        seed=config["seed"],
+        limit=32,
+        shape=shape,
+    )
+
+
+def _callbacks(config, out_dir, examples=None):
+    """The callbacks of a run, and its `HistoryFile`.
+
+    `examples`: those whose reconstructions `images_every` draws.
+    """
     best_path = os.path.join(out_dir, "best.weights.h5")
     history = callbacks.HistoryFile(
         os.path.join(out_dir, "history.json"),
@@ -356,6 +411,16 @@ def _callbacks(config, out_dir):
         history,
         callbacks.BackupAndRestore(_backup(out_dir)),
     ]
+    if config["images_every"]:
+        # Beside the epoch curves; between the EMA swaps, so the grids show
+        # the weights that are validated and kept.
+        images = callbacks.TensorBoardImages(
+            os.path.join(out_dir, "logs"),
+            every=config["images_every"],
+            examples=examples,
+            seed=config["seed"],
+        )
+        run_callbacks.insert(2, images)
     if config["ema"]:
         # The averages are validated, checkpointed and kept as the best
         # weights; the backup holds the training state (see SwapEMAWeights).
@@ -450,6 +515,7 @@ def train(config, out_dir, resume=False, verbose=1):
         seed=config["seed"],
         limit=config["limit"],
         shape=shape,
+        labels=config["conditional"],
     )
     validation = None
     if has_validation_split(config["dataset"]):
@@ -465,10 +531,15 @@ def train(config, out_dir, resume=False, verbose=1):
             dequantize=config["dequantize"],
             seed=config["seed"],
             shape=shape,
+            labels=config["conditional"],
         )
-    input_shape = tuple(train_data.element_spec.shape[1:])
+    spec = train_data.element_spec
+    if config["conditional"]:  # (x, labels) pairs
+        spec = spec[0]
+    input_shape = tuple(spec.shape[1:])
+    num_classes = data.num_classes(config["dataset"]) if config["conditional"] else 0
     try:
-        model = build_model(config, input_shape)
+        model = build_model(config, input_shape, num_classes)
     except (tf.errors.ResourceExhaustedError, MemoryError):
         raise ValueError(
             "the model does not fit in memory: its weights are too many for "
@@ -476,6 +547,9 @@ def train(config, out_dir, resume=False, verbose=1):
             f"{config['latent_dims']!r}, hidden_units={config['hidden_units']!r}; "
             "use smaller sizes"
         ) from None
+    examples = None
+    if config["images_every"]:
+        examples = _image_examples(config, input_shape, shape)
     model.compile(
         optimizer=keras.optimizers.Adam(
             config["learning_rate"],
@@ -490,7 +564,7 @@ def train(config, out_dir, resume=False, verbose=1):
     if not resume:  # the data and the model are checked: the run can start
         os.makedirs(out_dir, exist_ok=True)
         _files.write_json(run_file, config)
-    run_callbacks, history = _callbacks(config, out_dir)
+    run_callbacks, history = _callbacks(config, out_dir, examples)
     try:
         model.fit(
             train_data,

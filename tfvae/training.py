@@ -280,6 +280,10 @@ class Trainer(keras.Model):
         """
         return _checks.DIVERGENCE_LIMIT_PER_DIMENSION * math.prod(self.input_shape)
 
+    def predict_step(self, data):
+        inputs, _ = self.unpack_inputs(data)
+        return self(inputs, training=False)
+
     def test_step(self, data):
         loss, values, sample_weight = self._step(data, training=False)
         results = self._update_metrics(

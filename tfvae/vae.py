@@ -4,15 +4,16 @@ import keras
 from keras import ops
 
 from tfvae import _checks, heads
+from tfvae.conditional import ClassConditional
 from tfvae.distributions import log_prob_of_noise, reparameterize
-from tfvae.latent import NOTHING_PREPARED, Chain, LatentVariableModel
+from tfvae.latent import NOTHING_PREPARED, Chain
 from tfvae.networks import check_architecture, conv_decoder, conv_encoder, mlp
 
 _KL_ESTIMATORS = ("analytic", "mc")
 
 
 @keras.saving.register_keras_serializable(package="tfvae")
-class VAE(LatentVariableModel):
+class VAE(ClassConditional):
     """Variational autoencoder: diagonal-Gaussian q(z|x), p(z) = N(0, I) by default.
 
     The encoder network maps x to features that a `DiagonalGaussianHead` turns
@@ -94,6 +95,13 @@ class VAE(LatentVariableModel):
             `input_shape` must be (H, W, C) with H and W divisible by 4.
             Networks given as `encoder`/`decoder` replace the defaults as
             usual.
+        num_classes: 0 (default) or K >= 2 for a class-conditional VAE,
+            p(x|z, y) and q(z|x, y) with a one-hot label y of K classes beside
+            z and x (`tfvae.conditional`): its inputs are `(x, labels)`,
+            labels integer class indices of shape (batch,), and
+            `sample(n, labels=...)` draws chosen classes. The prior p(z) is
+            unconditional (a VampPrior is refused: its pseudo-inputs have no
+            labels).
         seed: seed of the model's noise (an int or None).
         **kwargs: base `keras.Model` arguments, such as `name`.
 
@@ -133,12 +141,20 @@ class VAE(LatentVariableModel):
         gated=False,
         prior="standard_normal",
         architecture="mlp",
+        num_classes=0,
         seed=None,
         **kwargs,
     ):
         architecture = check_architecture(architecture, input_shape)
         super().__init__(
-            input_shape, beta, num_samples, free_bits, objective, seed, **kwargs
+            input_shape,
+            beta,
+            num_samples,
+            free_bits,
+            objective,
+            seed,
+            num_classes=num_classes,
+            **kwargs,
         )
         self.architecture = architecture
         self.latent_dim = _checks.positive_int(latent_dim, "latent_dim")
@@ -192,8 +208,9 @@ class VAE(LatentVariableModel):
         self.build((None, *self.input_shape))
 
     def build_networks(self):
-        (q,) = self.encode(ops.zeros((1, *self.input_shape)))
-        self.decode(q.mean())
+        inputs = self.zero_inputs()
+        (q,) = self.encode(inputs)
+        self.decode_given(q.mean(), self.split_inputs(inputs)[1])
 
     @property
     def latent_dims(self):
@@ -201,9 +218,11 @@ class VAE(LatentVariableModel):
 
     has_top_posterior = True
 
-    def posterior_of(self, x, training=None):
-        """q(z|x), a `tfd.Distribution` of batch shape (batch,)."""
-        return self.posterior(self.encoder(x, training=training))
+    def posterior_of(self, inputs, training=None):
+        """q(z|x) (q(z|x, y) with a label), a `tfd.Distribution` of batch (batch,)."""
+        x, conditions = self.split_inputs(inputs)
+        features = self.encoder(self.network_input(x, conditions), training=training)
+        return self.posterior(features)
 
     def top_posterior(self, x, training=None):
         return self.posterior_of(x, training=training)
@@ -217,30 +236,37 @@ class VAE(LatentVariableModel):
         del sample, seed
         return [self.posterior_of(x, training=training)]
 
-    def decode(self, z, training=None):
-        """Returns p(x|z), a `tfd.Distribution` with the data's event shape."""
+    def decode(self, z, training=None, conditions=()):
+        """Returns p(x|z), a `tfd.Distribution` with the data's event shape.
+
+        A class-conditional model takes `conditions=(labels,)`: p(x|z, y).
+        """
+        z = self.decoder_input(z, conditions)
         return self.likelihood(self.decoder(z, training=training))
 
     def latent_layers(self, x, noise):
         q = self.posterior_of(x)
         return [self.top_layer(q, reparameterize(q, noise[0][0]))]
 
-    def generate(self, noise):
+    def generate(self, noise, conditions=()):
         (eps,) = noise
-        return self.decode(self.prior.sample_from_noise(eps)).mean()
+        z = self.prior.sample_from_noise(eps)
+        return self.decode(z, conditions=conditions).mean()
 
     def prepare(self, x):
         return super().prepare(x)._replace(posterior=self.posterior_of(x))
 
-    def chain(self, x, noise, training=None, prepared=NOTHING_PREPARED):
+    def chain(self, inputs, noise, training=None, prepared=NOTHING_PREPARED):
         (noise,) = noise
         num_samples = noise.shape[0]
+        x, conditions = self.split_inputs(inputs)
         q = prepared.posterior
         if q is None:
-            q = self.posterior_of(x, training=training)
+            q = self.posterior_of(inputs, training=training)
         z = reparameterize(q, noise)  # (S, B, D)
+        flat_z = ops.reshape(z, (-1, self.latent_dim))
         features = self.decoder(
-            ops.reshape(z, (-1, self.latent_dim)), training=training
+            self.decoder_input(flat_z, conditions), training=training
         )
         log_px = self.likelihood.log_likelihood(
             features, x, num_samples, prepared=prepared.likelihood

@@ -32,7 +32,7 @@ import urllib.request
 
 import keras
 
-from tfvae import _checks, _files, _manifest, certificate, data
+from tfvae import _checks, _files, _manifest, certificate, conditional, data
 from tfvae._manifest import PresetError
 from tfvae.version import __version__
 
@@ -317,6 +317,14 @@ def _weights_only(model):
     return copy
 
 
+def _card_samples(model):
+    """The card's samples: 64, or 8 of each class of a conditional model."""
+    if not model.num_classes:
+        return model.sample(64, seed=0).numpy()
+    labels = conditional.rows_of_classes(model.num_classes, 8)
+    return model.sample(len(labels), seed=0, labels=labels).numpy()
+
+
 def _card(metadata):
     """The model card, README.md, from the metadata."""
     metrics = metadata.get("metrics", {})
@@ -330,6 +338,15 @@ def _card(metadata):
         f"- Objective: {metadata.get('objective', '')}",
         f"- Training: `{metadata.get('training_command', '')}` "
         f"({metadata.get('training_time', '')} on {metadata.get('hardware', '')})",
+        *(
+            [
+                f"- Class-conditional: p(x | z, y) and q(z | x, y) with the "
+                f"label y of {metadata['num_classes']} classes (inputs "
+                "`(x, labels)`; `sample(n, labels=...)`)."
+            ]
+            if metadata.get("num_classes")
+            else []
+        ),
         _manifest.card_line(),
         f"- sha256 of `model.weights.h5`: `{metadata['weights_sha256']}`",
         f"- tfvae {metadata['tfvae_version']}, Keras {metadata['keras_version']}",
@@ -350,7 +367,8 @@ def _card(metadata):
             "```",
         ]
     if metadata.get("samples"):
-        lines += ["", "## Samples", "", "![samples](samples.png)"]
+        rows = " (a row of 8 per class, 0 first)" if metadata.get("num_classes") else ""
+        lines += ["", "## Samples", "", f"![samples{rows}](samples.png)"]
     return "\n".join(lines) + "\n"
 
 
@@ -395,12 +413,12 @@ def save_preset(
             **{k: v for k, v in (metadata or {}).items() if k != "sha256"},
             "weights_sha256": _manifest.sha256_of_file(weights),
         }
+        if model.num_classes:
+            meta["num_classes"] = model.num_classes
         if samples:
             from tfvae import _images
 
-            picture = _images.grid(
-                model.sample(64, seed=0).numpy(), model.input_shape, 8
-            )
+            picture = _images.grid(_card_samples(model), model.input_shape, 8)
             _images.write_png(picture, os.path.join(staging, "samples.png"))
             meta["samples"] = "samples.png"
         with open(os.path.join(staging, "metadata.json"), "w") as file:
@@ -459,6 +477,7 @@ def verify(name, num_samples=5000, subset=None, seed=0, data_dir=None, progress=
         binarize=None if binarizations else preprocessing.get("binarize"),
         dequantize=preprocessing.get("dequantize"),
         shape=model.input_shape,
+        labels=model.num_classes > 0,  # a conditional model's (x, labels)
     )
     measured = certificate.certify(
         model,
@@ -541,6 +560,7 @@ def publish(
         shape=model.input_shape,
         dequantize=preprocessing["dequantize"],
         binarize=None if binarizations else preprocessing["binarize"],
+        labels=model.num_classes > 0,  # a conditional model's (x, labels)
     )
     measured = certificate.certify(
         model,

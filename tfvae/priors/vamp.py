@@ -78,6 +78,14 @@ class VampPrior(MixturePrior):
 
     def bind(self, model):
         """Keeps the model's input shape and its `top_posterior` function."""
+        conditions = [spec.name for spec in model.condition_signature()]
+        if conditions:
+            raise ValueError(
+                "A VampPrior is a mixture of q(z_L | u_k) at learned pseudo-inputs "
+                "u_k, which have no labels: it cannot be the prior of a model "
+                "conditioned on them. Use prior='standard_normal' or 'mog:K'. "
+                f"Received: {type(model).__name__} conditioned on {conditions}"
+            )
         if not model.has_top_posterior:
             raise ValueError(
                 "A VampPrior needs a model whose top posterior q(z_L | x) depends "
