@@ -80,12 +80,18 @@ def trained(tmp_path_factory, binarized_mnist):
 
 
 def test_commands_print_nothing_of_tensorflow(tmp_path):
-    """No absl, CUDA or oneDNN start-up lines: the output is the command's own."""
+    """No absl, CUDA or oneDNN start-up lines: the output is the commands' own.
+
+    The commands run one after the other in one fresh process, through the
+    console script's entry point (`_tfvae_launcher.main`, all the script
+    calls), which imports TensorFlow once for all of them: the test is about
+    what they print, not about starting up.
+    """
     env = {
         k: v for k, v in subprocess_environment().items() if k != "TF_CPP_MIN_LOG_LEVEL"
     }
     png = tmp_path / "s.png"
-    for args, out in (
+    commands = [
         (["zoo", "list", "--names"], "vae_bernoulli_bmnist_2d\n"),
         (["--help"], "usage: tfvae"),
         (["sample", "vae_bernoulli_bmnist_2d", "--out", png], f"wrote {png}"),
@@ -93,16 +99,31 @@ def test_commands_print_nothing_of_tensorflow(tmp_path):
             ["export", "vae_bernoulli_bmnist_2d", tmp_path / "e"],
             f"wrote {tmp_path / 'e'}",
         ),
-    ):
-        result = subprocess.run(
-            [tfvae_command(), *map(str, args)],
-            capture_output=True,
-            text=True,
-            env=env,
-            timeout=300,
-        )
-        assert result.returncode == 0 and result.stderr == "", result.stderr
-        assert out in result.stdout
+    ]
+    argvs = [["tfvae", *map(str, args)] for args, _ in commands]
+    script = (
+        "import sys\n"
+        "import _tfvae_launcher\n"
+        f"for sys.argv in {argvs!r}:\n"
+        "    try:\n"
+        "        status = _tfvae_launcher.main()\n"
+        "    except SystemExit as exit:  # --help\n"
+        "        status = exit.code\n"
+        "    print(f'-- exit status {status} --', flush=True)\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
+    assert result.returncode == 0 and result.stderr == "", result.stderr[-3000:]
+    outputs = result.stdout.split("-- exit status ")
+    assert len(outputs) == len(commands) + 1, result.stdout
+    for i, (args, out) in enumerate(commands):
+        assert out in outputs[i], (args, outputs[i])
+        assert outputs[i + 1].startswith("0 --"), (args, outputs[i + 1])
 
 
 def test_tensorflow_logs_on_request():
@@ -299,7 +320,7 @@ def test_train_from_a_config_file(tmp_path, suffix, binarized_mnist):
 
 @pytest.mark.slow
 def test_resume_after_a_kill_reaches_the_same_number_of_epochs(
-    tmp_path, binarized_mnist
+    tmp_path, binarized_mnist, capsys
 ):
     out = tmp_path / "run"
     args = [
@@ -307,7 +328,7 @@ def test_resume_after_a_kill_reaches_the_same_number_of_epochs(
         "--dataset",
         "binarized_mnist",
         "--epochs",
-        "30",
+        "10",
         "--out",
         out,
         *SMALL,
@@ -328,7 +349,7 @@ def test_resume_after_a_kill_reaches_the_same_number_of_epochs(
     process.send_signal(signal.SIGKILL)
     process.wait()
     done = len(json.loads(history.read_text()))
-    assert 1 <= done < 30, "the run must be killed mid-way"
+    assert 1 <= done < 10, "the run must be killed mid-way"
     assert not (out / "model.keras").exists()
     # A run started before an option existed resumes with its default.
     config = json.loads((out / "run.json").read_text())
@@ -337,17 +358,20 @@ def test_resume_after_a_kill_reaches_the_same_number_of_epochs(
 
     result = run("train", "--resume", "--out", out, "--verbose", "2")
     epochs = [row["epoch"] for row in json.loads(history.read_text())]
-    assert epochs == list(range(1, 31))
+    assert epochs == list(range(1, 11))
     first = [line for line in result.stdout.splitlines() if line.startswith("Epoch ")][
         0
     ]
-    assert first != "Epoch 1/30", "resumed from the last checkpoint, not from scratch"
+    assert first != "Epoch 1/10", "resumed from the last checkpoint, not from scratch"
     assert (out / "model.keras").exists()
-    again = run("train", "--resume", "--out", out, check=False)
+    # In process (`cli.main`): the command's one-line error, on standard error.
+    capsys.readouterr()
+    status = cli.main(["train", "--resume", "--out", str(out)])
+    again = subprocess.CompletedProcess([], status, "", capsys.readouterr().err)
     assert_one_line_error(again, "already complete")
 
 
-def test_early_stopping_keeps_the_best_epoch(tmp_path):
+def test_early_stopping_keeps_the_best_epoch(tmp_path, capsys):
     out = tmp_path / "run"
     result = run(
         "train", *DIGITS_SMALL, "--epochs", "40", "--early-stopping", "2",
@@ -369,13 +393,13 @@ def test_early_stopping_keeps_the_best_epoch(tmp_path):
         np.testing.assert_array_equal(a.numpy(), b.numpy())
 
     # Dequantized digits: bits/dim is that of the discrete data, 17 levels.
+    # (In process, `cli.main`: the training above ran the command itself.)
     assert json.loads((out / "run.json").read_text())["dequantize"] == "uniform"
-    result = json.loads(
-        run(
-            "evaluate", out / "model.keras", "--dataset", "digits", "--num-samples",
-            "10", "--dequantize", "uniform", "--json",
-        ).stdout
-    )  # fmt: skip
+    assert cli.main([
+        "evaluate", str(out / "model.keras"), "--dataset", "digits",
+        "--num-samples", "10", "--dequantize", "uniform", "--json",
+    ]) == 0  # fmt: skip
+    result = json.loads(capsys.readouterr().out)
     expected = tfvae.bits_per_dim(result["log_likelihood"], (64,), levels=17)
     assert result["bits_per_dim"] == pytest.approx(float(expected), rel=1e-6)
     assert 0 < result["bits_per_dim"] < np.log2(17)  # better than uniform

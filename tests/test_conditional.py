@@ -211,8 +211,21 @@ def test_round_trips_and_the_signatures_take_labels(name, tmp_path):
     np.testing.assert_allclose(
         encoded[first], model.encode((x, y), sample=False)[0].mean(), rtol=1e-5
     )
-    with pytest.raises(tf.errors.InvalidArgumentError, match="out of range"):
-        served["elbo"](x=x_t, label=tf.constant([K] * 12))
+    for name, arguments in (
+        ("elbo", {"x": x_t}),
+        ("decode", {"z": z}),
+        ("sample", {"num_samples": tf.constant(12), "seed": tf.constant(0)}),
+    ):
+        with pytest.raises(tf.errors.InvalidArgumentError, match="out of range"):
+            served[name](**arguments, label=tf.constant([K] * 12))
+
+
+def test_labels_out_of_range_in_a_dataset_stop_the_step_with_a_clear_error():
+    model = build("vae")
+    model.compile(optimizer="adam")
+    pairs = tf.data.Dataset.from_tensor_slices((X_TRAIN[:100], Y_TRAIN[:100] + K))
+    with pytest.raises(ValueError, match=r"in \[0, 4\).*out of range"):
+        model.fit(pairs.batch(50), epochs=1, verbose=0)
 
 
 def test_a_convolutional_model_gets_the_label_as_channels():

@@ -20,7 +20,7 @@ import pytest
 from helpers import subprocess_environment
 
 import tfvae
-from tfvae import zoo
+from tfvae import cli, zoo
 
 # A small Gaussian model on the dequantized digits: seconds per epoch.
 DIGITS = [
@@ -151,7 +151,11 @@ def staging_in(folder, prefix):
 
 def test_a_killed_export_leaves_the_old_one_and_its_litter_is_removed(tmp_path):
     target = tmp_path / "exports"
-    run("export", "vae_gaussian_digits", target, "--version", "1")
+    # The export to keep, in process (`cli.main`); the kill and the next
+    # export are the command's.
+    assert (
+        cli.main(["export", "vae_gaussian_digits", str(target), "--version", "1"]) == 0
+    )
     before = sorted(os.listdir(target / "1"))
 
     def staging():
@@ -172,7 +176,10 @@ def test_a_killed_export_leaves_the_old_one_and_its_litter_is_removed(tmp_path):
 @pytest.fixture(scope="module")
 def finished_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("kills") / "run"
-    run("train", *DIGITS, "--epochs", "1", "--out", out)
+    # In process (`cli.main`): the run to publish; the kill is the command's.
+    assert (
+        cli.main(["train", *map(str, DIGITS), "--epochs", "1", "--out", str(out)]) == 0
+    )
     return out
 
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import tfvae
-from tfvae import callbacks, heads, runs
+from tfvae import _images, callbacks, data, heads, runs
 
 # A small Gaussian model on the dequantized digits (offline), with a
 # validation split.
@@ -299,6 +299,31 @@ def test_images_every_needs_examples_it_can_draw(tmp_path):
     with pytest.raises(ValueError, match=r"Received: images_every=3"):
         runs.train({"dataset": str(path), "images_every": 3}, tmp_path / "run")
     assert not (tmp_path / "run").exists()
-    with pytest.raises(ValueError, match=r"images_every=1, conditional=True"):
-        runs.train({**DIGITS, "conditional": True, "images_every": 1}, tmp_path / "r")
-    assert not (tmp_path / "r").exists()
+
+
+def test_a_conditional_run_draws_a_row_per_class_and_reconstructs_with_labels(
+    tmp_path,
+):
+    import tensorflow as tf
+
+    out = tmp_path / "run"
+    result = runs.train({**DIGITS, "conditional": True, "images_every": 1}, out)
+    model = result.model
+    assert model.num_classes == 10
+    pictures = {}
+    folder = out / "logs" / "images"
+    for name in os.listdir(folder):
+        for event in tf.compat.v1.train.summary_iterator(str(folder / name)):
+            for value in event.summary.value:
+                pictures[value.tag] = tf.io.decode_png(value.tensor.string_val[2])
+    # The samples of the last epoch: a row of 8 per class, from seed 0.
+    labels = np.repeat(np.arange(10), 8)
+    expected = _images.grid(model.sample(80, seed=0, labels=labels), (8, 8, 1), 8)
+    np.testing.assert_array_equal(pictures["samples"].numpy(), expected)
+    # The reconstructions: 32 validation images with their labels.
+    x, y = data.load(
+        "digits", "valid", dequantize="uniform", seed=0, limit=32, labels=True
+    )
+    recon = model.reconstruct(x, labels=y).numpy()
+    expected = _images.grid(_images.pairs(x, recon, 8), (8, 8, 1), 8)
+    np.testing.assert_array_equal(pictures["reconstructions"].numpy(), expected)

@@ -198,6 +198,12 @@ def check_data(data, input_shape, support, name="x"):
         check_array(data, input_shape, support, name)
 
 
+def data_assertion(condition, message):
+    """An in-graph assertion of a data check, raised by `data_errors` as a
+    `ValueError` with `message`."""
+    return tf.debugging.Assert(condition, [_MARK + message])
+
+
 def check_batch(x, input_shape, support, name="x", values=True):
     """In-graph check of one batch; returns x as float32, after the checks.
 

@@ -10,7 +10,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from tfvae import _checks, _files, _images, distribute
+from tfvae import _checks, _files, _images, conditional, distribute
 
 __all__ = [
     "BackupAndRestore",
@@ -415,7 +415,9 @@ class TensorBoardImages(keras.callbacks.Callback):
 
     - `samples`: `model.sample(num_samples, seed=seed)`, decoder means of
       prior draws from the same noise every time, so that the grids show
-      how training changes what one set of latent values decodes to;
+      how training changes what one set of latent values decodes to (of a
+      class-conditional model: a row of `columns` samples per class, class
+      0 first, `num_samples` aside);
     - `reconstructions`: with `examples`, rows of originals each followed by
       the row of their reconstructions, `model.reconstruct(examples)`.
 
@@ -436,7 +438,8 @@ class TensorBoardImages(keras.callbacks.Callback):
         every: write every `every` epochs (and after the last), >= 1.
         num_samples: the number of samples in the grid, >= 1.
         examples: an array of examples of the model's `input_shape` to
-            reconstruct, or None for no reconstructions.
+            reconstruct (of a class-conditional model: the pair `(x,
+            labels)`), or None for no reconstructions.
         columns: images per row of a grid, >= 1.
         seed: the integer seed of the samples' noise.
 
@@ -464,6 +467,9 @@ class TensorBoardImages(keras.callbacks.Callback):
                 f"Received: seed={seed!r}"
             )
         self.seed = int(seed)
+        self.labels = None
+        if isinstance(examples, (tuple, list)) and len(examples) == 2:
+            examples, self.labels = examples[0], np.asarray(examples[1])
         if examples is not None:
             examples = np.asarray(examples, np.float32)
             if examples.ndim < 2 or not len(examples):
@@ -482,8 +488,14 @@ class TensorBoardImages(keras.callbacks.Callback):
         return os.path.join(self.log_dir, "images")
 
     def sample_images(self):
-        """The images of the `samples` grid: decoder means from fixed noise."""
-        return self.model.sample(self.num_samples, seed=self.seed)
+        """The images of the `samples` grid: decoder means from fixed noise.
+
+        A row of `columns` per class for a class-conditional model.
+        """
+        if not self.model.num_classes:
+            return self.model.sample(self.num_samples, seed=self.seed)
+        labels = conditional.rows_of_classes(self.model.num_classes, self.columns)
+        return self.model.sample(len(labels), seed=self.seed, labels=labels)
 
     def reconstruction_images(self):
         """The images of the `reconstructions` grid: originals, then theirs.
@@ -493,9 +505,10 @@ class TensorBoardImages(keras.callbacks.Callback):
         """
         if self.examples is None:
             return None
-        reconstructions = keras.ops.convert_to_numpy(
-            self.model.reconstruct(self.examples)
-        )
+        inputs = self.examples
+        if self.model.num_classes:
+            inputs = (self.examples, self.labels)
+        reconstructions = keras.ops.convert_to_numpy(self.model.reconstruct(inputs))
         return _images.pairs(self.examples, reconstructions, self.columns)
 
     def on_train_begin(self, logs=None):
@@ -514,6 +527,14 @@ class TensorBoardImages(keras.callbacks.Callback):
                 f"`examples` must have the model's input shape {shape}. "
                 f"Received: examples of shape {self.examples.shape}"
             )
+        if self.examples is not None and self.model.num_classes:
+            if self.labels is None:
+                raise ValueError(
+                    "a class-conditional model reconstructs examples with their "
+                    "labels: pass examples=(x, labels). Received: examples "
+                    f"without labels, shape {self.examples.shape}"
+                )
+            self.model.checked_labels(self.labels, count=len(self.examples))
         self._last_epoch = self._last_written = None
         if distribute.is_chief(self.model.distribute_strategy):
             self._writer = tf.summary.create_file_writer(self.images_dir)

@@ -42,9 +42,6 @@ from tfvae.latent import LatentVariableModel
 
 __all__ = ["ClassConditional", "rows_of_classes"]
 
-_MARK = "tfvae: "  # as `_checks`' in-graph messages
-
-
 def _labels_problem(problem, num_classes, received):
     return (
         f"labels must be integer class indices in [0, {num_classes}) of shape "
@@ -182,25 +179,30 @@ class ClassConditional(LatentVariableModel):
         x = super().check_inputs(x, values)
         if values and not ops.is_tensor(labels):
             labels = self.checked_labels(labels)
+        return x, self._label_tensor(labels, values)
+
+    def check_conditions(self, conditions):
+        if not self.conditional:
+            return super().check_conditions(conditions)
+        (labels,) = conditions
+        return (self._label_tensor(labels),)
+
+    def _label_tensor(self, labels, values=True):
+        """int32 labels, checked in range by an in-graph assertion (`values`)."""
         labels = ops.convert_to_tensor(labels)
         self._check_label_spec(labels)
         labels = ops.cast(labels, "int32")
-        if values:
-            in_range = tf.logical_and(
-                tf.reduce_all(labels >= 0), tf.reduce_all(labels < self.num_classes)
-            )
-            check = tf.debugging.Assert(
-                in_range,
-                [
-                    _MARK
-                    + _labels_problem(
-                        "some are out of range", self.num_classes, "labels outside"
-                    )
-                ],
-            )
-            with tf.control_dependencies([check]):
-                labels = tf.identity(labels)
-        return x, labels
+        if not values:
+            return labels
+        in_range = tf.logical_and(
+            tf.reduce_all(labels >= 0), tf.reduce_all(labels < self.num_classes)
+        )
+        problem = _labels_problem(
+            "some are out of range", self.num_classes, "labels outside"
+        )
+        check = _checks.data_assertion(in_range, problem)
+        with tf.control_dependencies([check]):
+            return tf.identity(labels)
 
     def input_signature(self):
         return [*super().input_signature(), *self.condition_signature()]

@@ -83,13 +83,8 @@ def decode_outputs(model, z, conditions=()):
         `model.likelihood.output_parameters(model.decode(z, ...))`: a dict
         with `mean`, and the head's own parameters (`probs`, `scale`, ...).
     """
-    p = model.decode(z, **_conditioned(conditions))
+    p = model.decode_given(z, conditions)
     return model.likelihood.output_parameters(p)
-
-
-def _conditioned(conditions):
-    """The keywords of `decode` and `generate` for these conditions, if any."""
-    return {"conditions": tuple(conditions)} if conditions else {}
 
 
 def _endpoints(model):
@@ -114,7 +109,7 @@ def _endpoints(model):
 
     def decode(z, *conditions):
         z = tf.debugging.assert_all_finite(z, "z must be finite (no NaN or Inf)")
-        return decode_outputs(model, z, conditions)
+        return decode_outputs(model, z, model.check_conditions(conditions))
 
     def sample(num_samples, seed, *conditions):
         tf.debugging.assert_positive(num_samples, message="num_samples must be >= 1")
@@ -123,7 +118,8 @@ def _endpoints(model):
             (num_samples, sum(dims)), seed=tf.stack([seed, 0])
         )
         noise = noise_lib.split(noise, dims)
-        return {"x": model.generate(noise, **_conditioned(conditions))}
+        conditions = model.check_conditions(conditions)
+        return {"x": model.generate_given(noise, conditions)}
 
     def elbo(*inputs):
         return {"elbo": model.elbo(model.pack_inputs(inputs), num_samples=1, seed=0)}

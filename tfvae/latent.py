@@ -280,6 +280,14 @@ class LatentVariableModel(training_lib.Trainer):
         """
         return inputs, ()
 
+    def check_conditions(self, conditions):
+        """Checks tensors of `condition_signature()`; returns them as a tuple.
+
+        Nothing to check by default; a class-conditional model refuses
+        labels out of range (an in-graph assertion).
+        """
+        return tuple(conditions)
+
     def decode_given(self, z, conditions, training=None):
         """`decode(z)`, with `conditions=` where there are any."""
         if not conditions:

@@ -357,16 +357,9 @@ def _image_examples(config, input_shape, shape):
     """The examples whose reconstructions `images_every` draws, or a ValueError.
 
     32 examples of the validation split (of the training split where there is
-    none), a seeded subset, the same when the run resumes.
+    none), a seeded subset, the same when the run resumes; with their labels,
+    `(x, labels)`, for a conditional run.
     """
-    if config.get("conditional"):
-        # A conditional model samples and reconstructs given labels: its grids
-        # (a row per class) are for `TensorBoardImages` to add.
-        raise ValueError(
-            "images_every does not draw the grids of a conditional model yet; "
-            "drop one of --images-every and --conditional. Received: "
-            f"images_every={config['images_every']}, conditional=True"
-        )
     try:
         _images.image_shape(input_shape)
     except ValueError:
@@ -385,6 +378,7 @@ def _image_examples(config, input_shape, shape):
         seed=config["seed"],
         limit=32,
         shape=shape,
+        labels=config["conditional"],
     )
 
 
