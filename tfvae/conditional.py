@@ -42,6 +42,7 @@ from tfvae.latent import LatentVariableModel
 
 __all__ = ["ClassConditional", "rows_of_classes"]
 
+
 def _labels_problem(problem, num_classes, received):
     return (
         f"labels must be integer class indices in [0, {num_classes}) of shape "
