@@ -312,3 +312,52 @@ def test_an_unconditional_model_refuses_labels():
         model.sample(2, labels=1)
     with pytest.raises(ValueError, match="takes no labels"):
         model.reconstruct(X_TEST[:2], labels=[0, 1])
+
+
+# --- The shipped preset: cvae_bernoulli_fashion ------------------------------------
+
+
+@pytest.fixture(scope="module")
+def fashion(data_dir):
+    """The preset, and 300 test images (binarization seed 0) with labels."""
+    model = tfvae.zoo.load("cvae_bernoulli_fashion")
+    grey, labels = tfvae.data.load(
+        "fashion_mnist", "test", labels=True, limit=300, seed=0, data_dir=data_dir
+    )
+    return model, tfvae.data.binarized(grey, seed=0), labels
+
+
+@pytest.mark.slow
+def test_the_fashion_preset_explains_images_best_with_their_own_label(fashion):
+    model, x, y = fashion
+    wrong = (y + np.random.default_rng(0).integers(1, 10, size=len(y))) % 10
+    true = model.log_likelihood((x, y), num_samples=100, seed=1)
+    other = model.log_likelihood((x, wrong), num_samples=100, seed=1)
+    difference = true - other
+    stderr = difference.std(ddof=1) / np.sqrt(len(difference))
+    assert difference.mean() > 3 * stderr, (difference.mean(), stderr)
+
+
+@pytest.mark.slow
+def test_the_fashion_presets_samples_are_recognizable(fashion, data_dir):
+    """A logistic regression fitted to 10,000 binarized training images labels
+    the preset's samples of each class (Bernoulli draws from its decoder
+    means): above 70% of all samples (chance is 10%), and each class more
+    often as itself than as any other class."""
+    from sklearn.linear_model import LogisticRegression
+
+    model, x_test, y_test = fashion
+    grey, labels = tfvae.data.load(
+        "fashion_mnist", "train", labels=True, limit=10000, seed=0, data_dir=data_dir
+    )
+    classifier = LogisticRegression(max_iter=200).fit(
+        tfvae.data.binarized(grey, seed=0), labels
+    )
+    classes = tfvae.conditional.rows_of_classes(10, 100)
+    means = model.sample(len(classes), seed=0, labels=classes).numpy()
+    drawn = (np.random.default_rng(0).random(means.shape) < means).astype("float32")
+    predicted = classifier.predict(drawn)
+    assert np.mean(predicted == classes) > 0.7
+    for k in range(10):
+        counts = np.bincount(predicted[classes == k], minlength=10)
+        assert counts.argmax() == k, (k, counts)

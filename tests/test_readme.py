@@ -232,3 +232,20 @@ def test_the_convolutional_example_runs_as_written(monkeypatch):
     exec(block.replace("epochs=10", "epochs=1"), scope)
     assert scope["x_train"].shape == (200, 28, 28, 1)
     assert scope["hvae"].decode_dim == 48
+
+
+def test_the_conditional_example_runs_as_written(monkeypatch):
+    """The README's class-conditional snippet on 200 images, 1 epoch, K = 20."""
+    import tfvae
+
+    block = _readme_block("Class-conditional models")
+    assert "epochs=10" in block and "num_samples=5000" in block
+    load = tfvae.data.load
+    monkeypatch.setattr(tfvae.data, "load", lambda *a, **k: load(*a, **k, limit=200))
+    block = block.replace("epochs=10", "epochs=1").replace("=5000", "=20")
+    scope = {}
+    exec(block, scope)
+    assert scope["log_px"].shape == (200,)
+    assert scope["dresses"].shape == (16, 784)
+    assert scope["recon"].shape == (8, 784)
+    assert scope["p"].mean().shape == (2, 784)
