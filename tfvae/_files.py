@@ -111,3 +111,15 @@ def write_json(path, value):
     with open(partial, "w") as file:
         json.dump(value, file, indent=2)
     os.replace(partial, path)
+
+
+def parse_json(text, path):
+    """The value of JSON `text` read from `path`, or a `ValueError` naming the
+    file, the line and the column of the first error."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as error:
+        raise ValueError(
+            f"{path} is not valid JSON at line {error.lineno}, column "
+            f"{error.colno}: {error.msg}"
+        ) from None

@@ -23,12 +23,11 @@ figure = tfvae.plots.history_figure("runs/watch/history.json")  # a notebook's
 """
 
 import io
-import json
 import numbers
 import os
 import re
 
-from tfvae import _images
+from tfvae import _files, _images
 
 __all__ = ["history_figure", "plot_history", "read_history"]
 
@@ -74,14 +73,8 @@ def read_history(run_dir_or_history_json):
             list of rows of numbers, or that has no rows.
     """
     path = _history_path(run_dir_or_history_json)
-    try:
-        with open(path) as file:
-            rows = json.load(file)
-    except json.JSONDecodeError as error:
-        raise ValueError(
-            f"{path} is not valid JSON at line {error.lineno}, column "
-            f"{error.colno}: {error.msg}. Received: history={path!r}"
-        ) from None
+    with open(path) as file:
+        rows = _files.parse_json(file.read(), path)
     return _rows(rows, path)
 
 

@@ -127,13 +127,7 @@ def read_config(path):
                 + (f" ({error.context})" if getattr(error, "context", None) else "")
             ) from None
     else:
-        try:
-            config = json.loads(text)
-        except json.JSONDecodeError as error:
-            raise ValueError(
-                f"{path} is not valid JSON at line {error.lineno}, column "
-                f"{error.colno}: {error.msg}"
-            ) from None
+        config = _files.parse_json(text, path)
     if not isinstance(config, dict):
         raise ValueError(f"{path} must hold a mapping of options")
     return _known({key.replace("-", "_"): value for key, value in config.items()}, path)
