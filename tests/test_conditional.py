@@ -342,8 +342,9 @@ def test_the_fashion_preset_explains_images_best_with_their_own_label(fashion):
 def test_the_fashion_presets_samples_are_recognizable(fashion, data_dir):
     """A logistic regression fitted to 10,000 binarized training images labels
     the preset's samples of each class (Bernoulli draws from its decoder
-    means): above 70% of all samples (chance is 10%), and each class more
-    often as itself than as any other class."""
+    means) correctly at least 90% as often as the real test images (on
+    2026-12-04: 72.6% of the samples, 74.0% of the test images; chance is
+    10%), and each class more often as itself than as any other class."""
     from sklearn.linear_model import LogisticRegression
 
     model, x_test, y_test = fashion
@@ -357,7 +358,11 @@ def test_the_fashion_presets_samples_are_recognizable(fashion, data_dir):
     means = model.sample(len(classes), seed=0, labels=classes).numpy()
     drawn = (np.random.default_rng(0).random(means.shape) < means).astype("float32")
     predicted = classifier.predict(drawn)
-    assert np.mean(predicted == classes) > 0.7
+    grey, labels = tfvae.data.load(
+        "fashion_mnist", "test", labels=True, data_dir=data_dir
+    )
+    real = classifier.score(tfvae.data.binarized(grey, seed=0), labels)
+    assert np.mean(predicted == classes) > 0.9 * real > 0.6, real
     for k in range(10):
         counts = np.bincount(predicted[classes == k], minlength=10)
         assert counts.argmax() == k, (k, counts)

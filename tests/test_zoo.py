@@ -453,6 +453,7 @@ def test_every_shipped_preset_matches_its_metadata_and_registry(name):
 
 def test_the_zoo_has_the_promised_presets():
     assert zoo.list() == [
+        "cvae_bernoulli_fashion",
         "hvae2_bernoulli_bmnist",
         "hvae2_vampprior_bmnist",
         "vae_bernoulli_bmnist",
