@@ -181,7 +181,7 @@ CLI_ROWS = [
     ),
     (
         ["train", "--conditional", "--prior", "vamp:5", "--kl", "mc", *DIGITS],
-        "pseudo-inputs u_k, which have no labels",
+        "--conditional cannot take a VampPrior",
     ),
     (
         ["sample", "vae_bernoulli_bmnist", "--label", "3", "--out", "s.png"],

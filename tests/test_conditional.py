@@ -216,8 +216,11 @@ def test_round_trips_and_the_signatures_take_labels(name, tmp_path):
         ("decode", {"z": z}),
         ("sample", {"num_samples": tf.constant(12), "seed": tf.constant(0)}),
     ):
-        with pytest.raises(tf.errors.InvalidArgumentError, match="out of range"):
-            served[name](**arguments, label=tf.constant([K] * 12))
+        with pytest.raises(
+            tf.errors.InvalidArgumentError,
+            match=f"out of range. Received: labels from 0 to {K}",
+        ):
+            served[name](**arguments, label=tf.constant([0] * 11 + [K]))
 
 
 def test_labels_out_of_range_in_a_dataset_stop_the_step_with_a_clear_error():
@@ -255,7 +258,8 @@ def test_the_label_is_one_hot_beside_x_and_z():
     )
     z = np.zeros((6, 3), "float32")  # two draws of each of three examples
     np.testing.assert_array_equal(
-        model.decoder_input(z, (y,))[:, 3:], np.eye(K)[np.concatenate([y, y])]
+        model.decoder_input(z, (y,), num_samples=2)[:, 3:],
+        np.eye(K)[np.concatenate([y, y])],
     )
 
 
@@ -273,10 +277,21 @@ BAD_LABELS = [
     (lambda m: m.log_likelihood((X_TEST[:5], [0.5] * 5)), "not integers"),
     (lambda m: m.sample(3), "pass labels="),
     (lambda m: m.sample(3, labels=K), "out of range"),
-    (lambda m: m.sample(3, labels=[0, 1]), "one label per sample, 3"),
+    (lambda m: m.sample(3, labels=[0, 1]), "or one per sample (3)"),
     (lambda m: m.sample(3, labels=1.0), "not integers"),
     (lambda m: m.reconstruct(X_TEST[:5], labels=[9] * 5), "out of range"),
     (lambda m: m.reconstruct(X_TEST[:5]), "must be a pair (x, labels)"),
+    (lambda m: m.reconstruct(X_TEST[:5], labels=[0] * 4), "one label per example"),
+    (lambda m: m.elbo((X_TEST[:5], Y_TEST[:4])), "one label per example"),
+    (lambda m: m.log_likelihood((X_TEST[:5], Y_TEST[:4])), "one label per example"),
+    (
+        lambda m: m.log_likelihood((X_TEST[:5], Y_TEST[:5], np.ones(5))),
+        "must be a pair (x, labels)",
+    ),
+    (
+        lambda m: m.decode(np.zeros((4, 3), "float32"), conditions=(np.arange(2),)),
+        "one label per row of z (4 rows)",
+    ),
 ]
 
 

@@ -198,10 +198,12 @@ def check_data(data, input_shape, support, name="x"):
         check_array(data, input_shape, support, name)
 
 
-def data_assertion(condition, message):
+def data_assertion(condition, message, values=None):
     """An in-graph assertion of a data check, raised by `data_errors` as a
-    `ValueError` with `message`."""
-    return tf.debugging.Assert(condition, [_MARK + message])
+    `ValueError` with `message` (its `{}` filled with the tensors `values`)."""
+    if values is None:
+        return tf.debugging.Assert(condition, [_MARK + message])
+    return tf.debugging.Assert(condition, [tf.strings.format(_MARK + message, values)])
 
 
 def check_batch(x, input_shape, support, name="x", values=True):

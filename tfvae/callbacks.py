@@ -468,7 +468,7 @@ class TensorBoardImages(keras.callbacks.Callback):
             )
         self.seed = int(seed)
         self.labels = None
-        if isinstance(examples, (tuple, list)) and len(examples) == 2:
+        if isinstance(examples, tuple) and len(examples) == 2:  # (x, labels)
             examples, self.labels = examples[0], np.asarray(examples[1])
         if examples is not None:
             examples = np.asarray(examples, np.float32)

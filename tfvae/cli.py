@@ -537,7 +537,7 @@ def _sample(args):
 
 
 def _reconstruct(args):
-    import numpy as np
+    from tfvae import _images
 
     model = _load_model(args.model_path)
     inputs = _load_data(args, model)
@@ -547,10 +547,8 @@ def _reconstruct(args):
     else:
         inputs = x = inputs[: args.num]
     recon = model.reconstruct(inputs).numpy()
-    rows = []
-    for start in range(0, len(x), args.columns):  # a row of originals, then theirs
-        rows += [x[start : start + args.columns], recon[start : start + args.columns]]
-    return _write_picture(args, np.concatenate(rows), model)
+    # A row of originals, then the row of theirs.
+    return _write_picture(args, _images.pairs(x, recon, args.columns), model)
 
 
 def _pseudo_inputs(args):

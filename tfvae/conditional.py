@@ -30,8 +30,6 @@ using Deep Conditional Generative Models; Kingma et al. (2014), Semi-supervised
 Learning with Deep Generative Models (the M2 model's p(x | y, z)).
 """
 
-import numbers
-
 import keras
 import numpy as np
 import tensorflow as tf
@@ -101,24 +99,35 @@ class ClassConditional(LatentVariableModel):
             return x
         (labels,) = conditions
         y = self.one_hot(labels)
-        if len(self.input_shape) > 1:
+        if len(self.input_shape) > 1:  # constant channels, one label per image
             ones = [1] * (len(self.input_shape) - 1)
             y = ops.reshape(y, (-1, *ones, self.num_classes))
-            y = ops.broadcast_to(y, (*ops.shape(x)[:-1], self.num_classes))
+            spatial = tuple(self.input_shape[:-1])
+            y = ops.broadcast_to(y, (ops.shape(y)[0], *spatial, self.num_classes))
         return ops.concatenate([x, ops.cast(y, x.dtype)], axis=-1)
 
-    def decoder_input(self, z, conditions=()):
+    def decoder_input(self, z, conditions=(), num_samples=1):
         """The decoder's input: z (batch', dim), and the label beside it.
 
-        z may hold S draws of each example of a batch of B labels, S-major
-        (batch' = S * B, as a chain's reshaped draws): the labels are tiled.
+        z holds `num_samples` draws of each example of a batch of B labels,
+        S-major (batch' = S * B, as a chain's reshaped draws): the labels are
+        tiled S times. Another number of rows of z than S * B is refused (a
+        `ValueError` where the shapes are known, else TensorFlow's error at
+        the concatenation), never broadcast.
         """
         if not conditions:
             return z
         (labels,) = conditions
+        rows, count = z.shape[0], labels.shape[0]
+        if rows is not None and count is not None and rows != num_samples * count:
+            raise ValueError(
+                f"expected one label per row of z ({rows} rows"
+                + (f", {num_samples} draws of each example" if num_samples > 1 else "")
+                + f"). Received: {count} labels"
+            )
         y = self.one_hot(labels)
-        repeats = ops.shape(z)[0] // ops.shape(y)[0]
-        y = ops.tile(y, (repeats, 1))
+        if num_samples > 1:
+            y = ops.tile(y, (num_samples, 1))
         return ops.concatenate([z, ops.cast(y, z.dtype)], axis=-1)
 
     def zero_inputs(self):
@@ -148,8 +157,9 @@ class ClassConditional(LatentVariableModel):
     def as_arrays(self, data):
         if not self.conditional:
             return super().as_arrays(data)
-        x, labels = self._check_pair(data, "x")
-        return np.asarray(x), self.checked_labels(labels)
+        x, labels = self._check_pair(data, "x", weights=False)
+        x = np.asarray(x)
+        return x, self.checked_labels(labels, count=len(x))
 
     def check_data(self, data, name="x"):
         if not self.conditional or data is None:
@@ -176,10 +186,16 @@ class ClassConditional(LatentVariableModel):
     def check_inputs(self, inputs, values=True):
         if not self.conditional:
             return super().check_inputs(inputs, values)
-        x, labels = self._check_pair(inputs, "inputs")
-        x = super().check_inputs(x, values)
+        x, labels = self._check_pair(inputs, "inputs", weights=False)
         if values and not ops.is_tensor(labels):
             labels = self.checked_labels(labels)
+        x = super().check_inputs(x, values)
+        count = ops.convert_to_tensor(labels).shape[0]
+        if x.shape[0] is not None and count is not None and x.shape[0] != count:
+            raise ValueError(
+                f"expected one label per example: {x.shape[0]} examples. "
+                f"Received: {count} labels"
+            )
         return x, self._label_tensor(labels, values)
 
     def check_conditions(self, conditions):
@@ -199,9 +215,11 @@ class ClassConditional(LatentVariableModel):
             tf.reduce_all(labels >= 0), tf.reduce_all(labels < self.num_classes)
         )
         problem = _labels_problem(
-            "some are out of range", self.num_classes, "labels outside"
+            "some are out of range", self.num_classes, "labels from {} to {}"
         )
-        check = _checks.data_assertion(in_range, problem)
+        check = _checks.data_assertion(
+            in_range, problem, (tf.reduce_min(labels), tf.reduce_max(labels))
+        )
         with tf.control_dependencies([check]):
             return tf.identity(labels)
 
@@ -260,7 +278,7 @@ class ClassConditional(LatentVariableModel):
             )
         if count is not None and len(array) != count:
             raise ValueError(
-                f"expected one label per sample, {count}, or a single class index. "
+                f"expected one label per example, {count}. "
                 f"Received: {len(array)} labels"
             )
         return array.astype("int64")
@@ -289,9 +307,12 @@ class ClassConditional(LatentVariableModel):
             f"(fit(x, labels)). Received: {received}"
         )
 
-    def _check_pair(self, data, name):
-        """Data as the pair `(x, labels)` (a third item, sample weights, kept)."""
-        if isinstance(data, (tuple, list)) and len(data) in (2, 3):
+    def _check_pair(self, data, name, weights=True):
+        """Data as the pair `(x, labels)` (with `weights`, a third item, the
+        sample weights of `fit`/`evaluate`, is kept)."""
+        if isinstance(data, (tuple, list)) and len(data) in (
+            (2, 3) if weights else (2,)
+        ):
             if not isinstance(data[0], (tuple, list)):
                 return tuple(data)
         if isinstance(data, (tuple, list)):
@@ -348,10 +369,13 @@ class ClassConditional(LatentVariableModel):
                 f"this model is class-conditional (num_classes={self.num_classes}): "
                 "pass labels=, a class index or one per sample. Received: labels=None"
             )
-        if isinstance(labels, numbers.Integral) and not isinstance(labels, bool):
+        if np.ndim(labels) == 0:  # one class for every draw (a float is refused)
             labels = np.full((num_samples,), labels)
-        elif np.ndim(labels) == 0:
-            labels = np.asarray([labels])  # refused below as a non-integer
+        if np.ndim(labels) == 1 and len(labels) != num_samples:
+            raise ValueError(
+                f"labels= must be one class index, or one per sample ({num_samples}). "
+                f"Received: {len(labels)} labels"
+            )
         labels = self.checked_labels(labels, count=num_samples)
         labels = ops.convert_to_tensor(labels.astype("int32"))
         return super().sample(num_samples, seed, conditions=(labels,))

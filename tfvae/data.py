@@ -340,6 +340,13 @@ def num_classes(name, data_dir=None):
     """
     if isinstance(name, str) and name in _NUM_CLASSES:
         return _NUM_CLASSES[name]
+    source = _SOURCES.get(name) if isinstance(name, str) else None
+    if source is not None and source.values == "packed":
+        raise ValueError(
+            f"Dataset {name!r} has no labels (the binarized MNIST of Larochelle & "
+            "Murray was published without them). Datasets with labels: "
+            f"{sorted(_NUM_CLASSES)}"
+        )
     _, y = load(name, "train", labels=True, data_dir=data_dir)
     if not len(y):
         raise ValueError(f"the train split of {name!r} holds no labels")

@@ -498,7 +498,8 @@ class HierarchicalVAE(ClassConditional):
         ]
         log_p.append(per_sample(self.prior.log_prob(z[-1], prepared=prepared.prior)))
         features = self.generative_networks[0](
-            self.decoder_input(self.decoder_latent(z), conditions), training=training
+            self.decoder_input(self.decoder_latent(z), conditions, num_samples),
+            training=training,
         )
         log_px = self.likelihood.log_likelihood(
             features, x, num_samples, prepared=prepared.likelihood

@@ -326,10 +326,16 @@ def check(config):
     if config["conditional"]:
         try:
             data.num_classes(config["dataset"])
-        except ValueError as error:
+        except (ValueError, OSError) as error:
             raise ValueError(
                 f"--conditional needs a dataset with labels: {error}"
             ) from None
+        if isinstance(priors.get(config["prior"]), priors.VampPrior):
+            raise ValueError(
+                "--conditional cannot take a VampPrior: its pseudo-inputs have "
+                "no labels. Expected --prior standard_normal or mog:K. "
+                f"Received: prior={config['prior']!r}"
+            )
     if config["model"] != "vae" and config["kl"] is not None:
         raise ValueError(
             f"--kl {config['kl']} applies to --model vae only (the hierarchy "

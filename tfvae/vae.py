@@ -266,7 +266,7 @@ class VAE(ClassConditional):
         z = reparameterize(q, noise)  # (S, B, D)
         flat_z = ops.reshape(z, (-1, self.latent_dim))
         features = self.decoder(
-            self.decoder_input(flat_z, conditions), training=training
+            self.decoder_input(flat_z, conditions, num_samples), training=training
         )
         log_px = self.likelihood.log_likelihood(
             features, x, num_samples, prepared=prepared.likelihood
