@@ -327,3 +327,96 @@ def test_a_conditional_run_draws_a_row_per_class_and_reconstructs_with_labels(
     recon = model.reconstruct(x, labels=y).numpy()
     expected = _images.grid(_images.pairs(x, recon, 8), (8, 8, 1), 8)
     np.testing.assert_array_equal(pictures["reconstructions"].numpy(), expected)
+
+
+def _weights(model):
+    return [w.numpy() for w in model.weights]
+
+
+def test_init_starts_a_run_from_the_weights_of_another(tmp_path):
+    first = runs.train({**DIGITS, "epochs": 1}, tmp_path / "first", verbose=0)
+    # Another objective and K, and a learning rate too small to move the
+    # weights: the run ends where its init began.
+    tuned = {
+        **DIGITS,
+        "epochs": 1,
+        "objective": "iwae",
+        "num_samples": 3,
+        "learning_rate": 1e-12,
+    }
+    init = str(tmp_path / "first" / "model.keras")
+    second = runs.train({**tuned, "init": init}, tmp_path / "second", verbose=0)
+    for a, b in zip(_weights(first.model), _weights(second.model), strict=True):
+        np.testing.assert_allclose(a, b, atol=1e-8)
+    with open(tmp_path / "second" / "run.json") as file:
+        assert json.load(file)["init"] == init
+    # Without init the same options start from a fresh initialization.
+    fresh = runs.train(tuned, tmp_path / "fresh", verbose=0)
+    assert any(
+        not np.allclose(a, b, atol=1e-3)
+        for a, b in zip(_weights(first.model), _weights(fresh.model), strict=True)
+    )
+
+
+def test_init_takes_a_preset_name(tmp_path):
+    recipe = runs.read_config(os.path.join("zoo", "vae_gaussian_digits", "recipe.yaml"))
+    config = {
+        **recipe,
+        "epochs": 1,
+        "learning_rate": 1e-12,
+        "init": "vae_gaussian_digits",
+    }
+    result = runs.train(config, tmp_path / "run", verbose=0)
+    preset = tfvae.zoo.load("vae_gaussian_digits")
+    for a, b in zip(preset.weights, result.model.weights, strict=True):
+        if b is result.model.kl_weight:
+            # The run's own, not the preset's 1.0: the 20-epoch warm-up's
+            # ramp at the last of epoch 1's 13 batches (1,257 examples).
+            assert a.numpy() == 1.0
+            assert b.numpy() == pytest.approx(12 / 13 / 20)
+        else:
+            np.testing.assert_allclose(a.numpy(), b.numpy(), atol=1e-8)
+
+
+@pytest.mark.parametrize(
+    "changes, match",
+    [
+        ({"latent_dim": 3}, r"'init' must have the run's weights: .* has shape"),
+        (
+            {"model": "hvae", "hidden_units": "16;16", "latent_dims": "2,2"},
+            "'init' must be a HierarchicalVAE, the run's model",
+        ),
+    ],
+)
+def test_init_refuses_another_model_before_any_file_is_written(
+    changes, match, tmp_path
+):
+    runs.train({**DIGITS, "epochs": 1}, tmp_path / "first", verbose=0)
+    init = str(tmp_path / "first" / "model.keras")
+    with pytest.raises(ValueError, match=match):
+        runs.train({**DIGITS, **changes, "init": init}, tmp_path / "run")
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize(
+    "option, value, match",
+    [
+        ("init", "no/such/model.keras", "'init' must be a .keras file or a preset"),
+        ("init", 3, "'init' must be a .keras file or a preset name, or unset"),
+        ("xla", "yes", "'xla' must be true or false"),
+    ],
+)
+def test_bad_init_and_xla_options(option, value, match, tmp_path):
+    with pytest.raises(ValueError, match=match):
+        runs.train({**DIGITS, option: value}, tmp_path / "run", verbose=0)
+    assert not (tmp_path / "run").exists()
+
+
+def test_xla_compiles_the_steps(tmp_path):
+    result = runs.train(
+        {**DIGITS, "epochs": 1, "xla": True}, tmp_path / "run", verbose=0
+    )
+    assert result.model.jit_compile is True
+    with open(tmp_path / "run" / "history.json") as file:
+        (row,) = json.load(file)
+    assert np.isfinite(row["loss"]) and np.isfinite(row["val_elbo"])

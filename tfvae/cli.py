@@ -206,6 +206,18 @@ def _parser():
         "fixed noise) and reconstructions to TensorBoard, in OUT/logs/images "
         "(0: off)",
     )
+    train.add_argument(
+        "--xla",
+        action="store_true",
+        default=None,
+        help="compile the train and test steps with XLA (jit_compile=True)",
+    )
+    train.add_argument(
+        "--init",
+        metavar="MODEL",
+        help="start from the weights of this .keras file or preset (the same "
+        "model; the objective, --num-samples, the learning rate may differ)",
+    )
     train.add_argument("--seed", type=int)
     train.add_argument("--verbose", type=int, choices=[0, 1, 2], default=1)
 

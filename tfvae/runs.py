@@ -76,6 +76,8 @@ DEFAULTS = {
     "skip_threshold": None,
     "max_consecutive_skips": 100,
     "images_every": 0,
+    "xla": False,
+    "init": None,
     "seed": 0,
 }
 
@@ -285,6 +287,11 @@ _OPTION_TYPES = {
     ),
     "max_consecutive_skips": (lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
     "images_every": (lambda v: _is_int(v) and v >= 0, "an integer >= 0"),
+    "xla": (lambda v: isinstance(v, bool), "true or false"),
+    "init": (
+        lambda v: v is None or (isinstance(v, str) and v != ""),
+        "a .keras file or a preset name, or unset",
+    ),
     "seed": (lambda v: _is_int(v), "an integer"),
 }
 
@@ -342,11 +349,60 @@ def check(config):
             "uses the closed form where the prior has one); expected it unset "
             "for --model hvae"
         )
+    if config["init"] is not None and not os.path.isfile(config["init"]):
+        from tfvae import zoo
+
+        if config["init"] not in zoo.list():
+            raise ValueError(
+                "option 'init' must be a .keras file or a preset name (presets: "
+                f"{zoo.list()}); no such file or preset. Received: "
+                f"init={config['init']!r}"
+            )
     for option in ("early_stopping", "lr_plateau"):
         if config[option] and not has_validation_split(config["dataset"]):
             raise ValueError(
                 f"{option} needs a validation split; {config['dataset']!r} has none"
             )
+
+
+def _initialize(model, init):
+    """Sets `model`'s weights to those of the model or preset `init`.
+
+    The two must be the same model (class and every weight's shape); the
+    options that do not shape weights (the objective, `num_samples`, the
+    learning rate, `ema`, ...) may differ, which is what fine-tuning changes.
+    Every weight is copied but the KL weight, which the run sets (`beta`, or
+    its warm-up's schedule).
+    """
+    if os.path.isfile(init):
+        source = keras.models.load_model(init)
+    else:
+        from tfvae import zoo
+
+        source = zoo.load(init)
+    if type(source) is not type(model):
+        raise ValueError(
+            f"option 'init' must be a {type(model).__name__}, the run's model; "
+            f"{init} holds a {type(source).__name__}"
+        )
+    theirs, ours = source.weights, model.weights
+    if len(theirs) != len(ours):
+        raise ValueError(
+            f"option 'init' must have the run's weights: {init} has "
+            f"{len(theirs)} weight tensors, the run's model {len(ours)}"
+        )
+    for their, our in zip(theirs, ours, strict=True):
+        if tuple(their.shape) != tuple(our.shape):
+            raise ValueError(
+                f"option 'init' must have the run's weights: {init}'s "
+                f"{their.path} has shape {tuple(their.shape)}, the run's "
+                f"{our.path} {tuple(our.shape)}"
+            )
+    # The KL weight is the run's own (beta, or its warm-up's), not init's.
+    kl_weight = getattr(model, "kl_weight", None)
+    for their, our in zip(theirs, ours, strict=True):
+        if our is not kl_weight:
+            our.assign(their)
 
 
 def _backup(out_dir):
@@ -541,6 +597,8 @@ def train(config, out_dir, resume=False, verbose=1):
             f"{config['latent_dims']!r}, hidden_units={config['hidden_units']!r}; "
             "use smaller sizes"
         ) from None
+    if config["init"] is not None and not resume:  # a resumed run has its backup
+        _initialize(model, config["init"])
     examples = None
     if config["images_every"]:
         examples = _image_examples(config, input_shape, shape)
@@ -553,6 +611,7 @@ def train(config, out_dir, resume=False, verbose=1):
         ),
         skip_threshold=config["skip_threshold"],
         max_consecutive_skips=config["max_consecutive_skips"],
+        jit_compile=config["xla"],
     )
     created = not os.path.exists(out_dir)
     if not resume:  # the data and the model are checked: the run can start
