@@ -456,6 +456,7 @@ def test_the_zoo_has_the_promised_presets():
         "cvae_bernoulli_fashion",
         "hvae2_bernoulli_bmnist",
         "hvae2_vampprior_bmnist",
+        "hvae2_vampprior_dmnist",
         "vae_bernoulli_bmnist",
         "vae_bernoulli_bmnist_2d",
         "vae_gaussian_digits",
