@@ -306,6 +306,20 @@ def test_from_preset_loads_its_class_and_refuses_the_other(preset, tmp_path):
     assert again["weights_sha256"] == zoo.info(folder)["weights_sha256"]
 
 
+def test_load_model_takes_a_keras_file_a_preset_folder_or_a_name(preset, tmp_path):
+    model, folder, _ = preset
+    model.save(tmp_path / "tiny.keras")
+    expected = model.sample(2, seed=1)
+    for source in (str(tmp_path / "tiny.keras"), str(folder), folder):
+        loaded = zoo.load_model(source)
+        np.testing.assert_array_equal(loaded.sample(2, seed=1), expected)
+    assert zoo.load_model("vae_bernoulli_bmnist_2d").latent_dim == 2
+    with pytest.raises(ValueError, match=r"no such model file or preset: nosuch \("):
+        zoo.load_model("nosuch")
+    with pytest.raises(zoo.PresetError):  # a folder is checked as a preset
+        zoo.load_model(str(tmp_path))
+
+
 def test_publish_certifies_a_run_and_writes_the_registry(tmp_path):
     run = tmp_path / "run"
     tfvae.runs.train(

@@ -406,16 +406,10 @@ def _train(args):
 
 
 def _load_model(path):
-    """A model from a .keras file or a preset name."""
-    import keras
-
+    """A model from a .keras file or a preset (`tfvae.zoo.load_model`)."""
     from tfvae import zoo
 
-    if os.path.exists(path):
-        return keras.models.load_model(path)
-    if path in zoo.list():
-        return zoo.load(path)
-    raise UsageError(f"no such model file or preset: {path} (presets: {zoo.list()})")
+    return zoo.load_model(path)
 
 
 def _load_data(args, model, binarize=True):

@@ -374,12 +374,9 @@ def _initialize(model, init):
     Every weight is copied but the KL weight, which the run sets (`beta`, or
     its warm-up's schedule).
     """
-    if os.path.isfile(init):
-        source = keras.models.load_model(init)
-    else:
-        from tfvae import zoo
+    from tfvae import zoo
 
-        source = zoo.load(init)
+    source = zoo.load_model(init)
     if type(source) is not type(model):
         raise ValueError(
             f"option 'init' must be a {type(model).__name__}, the run's model; "

@@ -41,6 +41,7 @@ __all__ = [
     "info",
     "summary",
     "load",
+    "load_model",
     "publish",
     "save_preset",
     "verify",
@@ -301,6 +302,22 @@ def load(name, sha256=None, cache_dir=None, model_class=None):
     if compile_config is not None:
         model.compile_from_config(compile_config)  # a fresh optimizer
     return model
+
+
+def load_model(source):
+    """A model from a `.keras` file, a preset name or a preset folder.
+
+    What the command line's `MODEL` arguments and the `init` option of
+    training recipes accept. A preset is loaded by `load`, with its checks.
+
+    Raises:
+        ValueError: `source` is none of these, naming the shipped presets.
+    """
+    if os.path.isfile(source):
+        return keras.models.load_model(source)
+    if source in list() or os.path.isdir(source):
+        return load(source)
+    raise ValueError(f"no such model file or preset: {source} (presets: {list()})")
 
 
 def _weights_only(model):
