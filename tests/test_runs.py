@@ -253,6 +253,19 @@ def test_a_convolutional_run_needs_images(tmp_path):
     assert not (tmp_path / "run").exists()
 
 
+def test_an_autoregressive_likelihood_gives_an_mlp_run_images(tmp_path):
+    config = {**DIGITS, "likelihood": "pixelcnn:2", "epochs": 1}
+    result = runs.train(config, tmp_path / "run", verbose=0)
+    assert result.model.architecture == "mlp"
+    assert result.model.input_shape == (8, 8, 1)
+    assert result.model.likelihood.image_shaped
+    path = tmp_path / "flat.npy"
+    np.save(path, np.random.default_rng(0).random((20, 16)).astype("float32"))
+    with pytest.raises(ValueError, match="--likelihood pixelcnn:2 needs a dataset of"):
+        runs.train({**config, "dataset": str(path)}, tmp_path / "flat", verbose=0)
+    assert not (tmp_path / "flat").exists()
+
+
 def image_steps(log_dir):
     """{tag: sorted steps} of the images in `log_dir/images` (every event file)."""
     import tensorflow as tf

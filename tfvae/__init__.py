@@ -5,6 +5,7 @@ the modules and the protocol through which they meet.
 """
 
 from tfvae import (
+    autoregressive,
     callbacks,
     conditional,
     data,
@@ -37,6 +38,7 @@ from tfvae.version import __version__
 __all__ = [
     "VAE",
     "HierarchicalVAE",
+    "autoregressive",
     "bits_per_dim",
     "callbacks",
     "certify",

@@ -589,7 +589,9 @@ def _traverse(args):
             "pass --label N, the class to decode"
         )
     conditions = () if labels is None else (labels,)
-    return _write_picture(args, model.decode_given(z, conditions).mean().numpy(), model)
+    return _write_picture(
+        args, model.likelihood.picture(model.decode_given(z, conditions)).numpy(), model
+    )
 
 
 def _plot(args):

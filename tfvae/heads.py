@@ -112,6 +112,9 @@ class DistributionHead(keras.layers.Layer):
     # (the Bernoulli cross-entropy of grey levels); a log-likelihood is
     # reported only on them (`tfvae.certify`).
     discrete_values = None
+    # Whether the head needs image-shaped data, (H, W, C), whatever the
+    # networks (`tfvae.runs` then gives a model of any architecture images).
+    image_shaped = False
 
     def __init__(self, event_shape=None, projection="dense", **kwargs):
         super().__init__(**kwargs)
@@ -228,6 +231,16 @@ class DistributionHead(keras.layers.Layer):
             x = ops.broadcast_to(x[None], (num_samples, *ops.shape(x)))
             x = ops.reshape(x, (-1, *self.event_shape))
         return self(features).log_prob(x)
+
+    def picture(self, distribution):
+        """The deterministic picture of p(x|z) that the models show: its mean.
+
+        What `call`, `reconstruct`, `sample` and `generate` return of the
+        distribution `call` made. A head whose mean is intractable gives
+        another picture (`tfvae.autoregressive.PixelCNNHead`: the
+        sequential mean).
+        """
+        return distribution.mean()
 
     def output_parameters(self, distribution):
         """The named tensors that describe p(x|z) for a server: `{"mean": ...}`.
@@ -626,7 +639,16 @@ _NAMES = {
 _FIXED_GAUSSIAN = "gaussian-fixed:"
 # A mixture of K discretized logistics: "discretized-logistic:10".
 _LOGISTIC_MIXTURE = "discretized-logistic:"
-NAMES = (*_NAMES, _FIXED_GAUSSIAN + "SIGMA", _LOGISTIC_MIXTURE + "K")
+# The autoregressive head, tfvae.autoregressive.PixelCNNHead (K components).
+_PIXELCNN = "pixelcnn"
+NAMES = (
+    *_NAMES,
+    _FIXED_GAUSSIAN + "SIGMA",
+    _LOGISTIC_MIXTURE + "K",
+    _PIXELCNN,
+    _PIXELCNN + ":K",
+    _PIXELCNN + ":K:F",
+)
 
 
 def _from_name(name, projection="dense"):
@@ -654,6 +676,24 @@ def _from_name(name, projection="dense"):
                 f"number of components. Received: likelihood={name!r}"
             )
         return DiscretizedLogisticHead(num_components=int(text), projection=projection)
+    if key == _PIXELCNN or key.startswith(_PIXELCNN + ":"):
+        from tfvae.autoregressive import PixelCNNHead  # it builds on this module
+
+        fields = name[len(_PIXELCNN) + 1 :].split(":") if key != _PIXELCNN else []
+        if len(fields) > 2 or not all(f.isdigit() and int(f) >= 1 for f in fields):
+            raise ValueError(
+                f"The K and F of {_PIXELCNN}:K[:F] must be positive integers, "
+                "the number of components and of filters. Received: "
+                f"likelihood={name!r}"
+            )
+        sizes = dict(
+            zip(
+                ("num_components", "filters")[: len(fields)],
+                map(int, fields),
+                strict=True,
+            )
+        )
+        return PixelCNNHead(projection=projection, **sizes)
     raise ValueError(
         f"Unknown likelihood {name!r}. Valid names: {list(NAMES)}, or a "
         f"tfvae.heads.DistributionHead instance. Received: likelihood={name!r}"
@@ -670,7 +710,10 @@ def get(identifier, projection="dense"):
             (`GaussianHead(scale=SIGMA)`, e.g. `"gaussian-fixed:0.1"`),
             `"discretized-logistic"` (`DiscretizedLogisticHead()`),
             `"discretized-logistic:K"` (a mixture of K per pixel,
-            `DiscretizedLogisticHead(num_components=K)`), a
+            `DiscretizedLogisticHead(num_components=K)`), `"pixelcnn"`,
+            `"pixelcnn:K"` and `"pixelcnn:K:F"`
+            (`tfvae.autoregressive.PixelCNNHead` with 5 or K components and
+            32 or F filters; image-shaped data), a
             config dict produced by `tfvae.heads.serialize`, or a
             `DistributionHead` instance, returned as is.
         projection: the projection of a head made from a name, `"dense"`

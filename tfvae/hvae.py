@@ -515,7 +515,9 @@ class HierarchicalVAE(ClassConditional):
         for layer in range(self.num_layers - 1, 0, -1):
             p = self._conditional(layer, z[0])
             z.insert(0, reparameterize(p, noise[layer - 1]))
-        return self.decode(self.decoder_latent(z), conditions=conditions).mean()
+        return self.likelihood.picture(
+            self.decode(self.decoder_latent(z), conditions=conditions)
+        )
 
     def get_config(self):
         return {

@@ -269,7 +269,7 @@ class LatentVariableModel(training_lib.Trainer):
         _checks.check_spec(x, self.input_shape)
         posteriors = self.encode(inputs, sample=False, training=training)
         z = self.decoder_latent([q.mean() for q in posteriors])
-        return self.decode_given(z, conditions, training).mean()
+        return self.likelihood.picture(self.decode_given(z, conditions, training))
 
     def split_inputs(self, inputs):
         """(x, conditions): the data of the model's inputs, and the rest.
@@ -317,10 +317,10 @@ class LatentVariableModel(training_lib.Trainer):
         posteriors = self.encode(inputs, sample=False)
         z = self.decoder_latent([q.mean() for q in posteriors])
         if not sample:
-            return self.decode_given(z, conditions).mean()
+            return self.likelihood.picture(self.decode_given(z, conditions))
         scale = self.decoder_latent([q.stddev() for q in posteriors])
         noise = keras.random.normal(ops.shape(z), seed=self._seed(seed))
-        return self.decode_given(z + scale * noise, conditions).mean()
+        return self.likelihood.picture(self.decode_given(z + scale * noise, conditions))
 
     def sample(self, num_samples, seed=None, conditions=()):
         """Decoder means of `num_samples` draws from the generative model.

@@ -36,7 +36,7 @@ import shutil
 import keras
 import tensorflow as tf
 
-from tfvae import _files, _images, callbacks, data, priors
+from tfvae import _files, _images, callbacks, data, heads, priors
 from tfvae.hvae import HierarchicalVAE
 from tfvae.vae import VAE
 
@@ -323,12 +323,16 @@ def check(config):
             "--skip applies to --model hvae only (a VAE's decoder sees its one "
             "layer); expected it unset for --model vae"
         )
-    if config["architecture"] == "conv" and data.image_shape(config["dataset"]) is None:
-        raise ValueError(
-            "--architecture conv needs a dataset of images, one of "
-            f"{[n for n in data.names() if data.image_shape(n)]}; "
-            f"{config['dataset']!r} has flat examples"
-        )
+    for needs_images, what in (
+        (config["architecture"] == "conv", "--architecture conv"),
+        (_image_likelihood(config), f"--likelihood {config['likelihood']}"),
+    ):
+        if needs_images and data.image_shape(config["dataset"]) is None:
+            raise ValueError(
+                f"{what} needs a dataset of images, one of "
+                f"{[n for n in data.names() if data.image_shape(n)]}; "
+                f"{config['dataset']!r} has flat examples"
+            )
     priors.get(config["prior"])  # a bad name is refused before any work
     if config["conditional"]:
         try:
@@ -363,6 +367,11 @@ def check(config):
             raise ValueError(
                 f"{option} needs a validation split; {config['dataset']!r} has none"
             )
+
+
+def _image_likelihood(config):
+    """Whether the run's likelihood models images (`image_shaped`), not vectors."""
+    return heads.get(config["likelihood"]).image_shaped
 
 
 def _initialize(model, init):
@@ -551,8 +560,8 @@ def train(config, out_dir, resume=False, verbose=1):
         config = resolve(config)
     keras.utils.set_random_seed(config["seed"])
     shape = None
-    if config["architecture"] == "conv":  # image-shaped examples
-        shape = data.image_shape(config["dataset"])
+    if config["architecture"] == "conv" or _image_likelihood(config):
+        shape = data.image_shape(config["dataset"])  # image-shaped examples
     train_data = data.dataset(
         config["dataset"],
         "train",

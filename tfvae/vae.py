@@ -251,7 +251,7 @@ class VAE(ClassConditional):
     def generate(self, noise, conditions=()):
         (eps,) = noise
         z = self.prior.sample_from_noise(eps)
-        return self.decode(z, conditions=conditions).mean()
+        return self.likelihood.picture(self.decode(z, conditions=conditions))
 
     def prepare(self, x):
         return super().prepare(x)._replace(posterior=self.posterior_of(x))
