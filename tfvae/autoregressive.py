@@ -290,7 +290,7 @@ class PixelCNNHead(DistributionHead):
 
     def conditioning(self, features):
         """c(h): the projection of the features, (batch, H, W, filters)."""
-        return ops.concatenate([p for p in self.project(features)], axis=-1)
+        return ops.concatenate(self.project(features), axis=-1)
 
     def call(self, features):
         return AutoregressivePixels(
