@@ -305,7 +305,8 @@ def test_keras_file_loads_in_a_new_process_with_only_import_tfvae(tmp_path):
             {"likelihood": "poisson"},
             r"Valid names: \['bernoulli', 'gaussian', 'gaussian-shared', "
             r"'discretized-logistic', 'gaussian-fixed:SIGMA', "
-            r"'discretized-logistic:K', 'pixelcnn', 'pixelcnn:K', 'pixelcnn:K:F'\]",
+            r"'discretized-logistic:K', 'pixelcnn', 'pixelcnn:K', 'pixelcnn:K:F', "
+            r"'pixelcnn-bernoulli', 'pixelcnn-bernoulli:F'\]",
         ),
         ({"input_shape": (0,)}, r"input_shape=\(0,\)"),
         ({"hidden_units": (8, -1)}, r"hidden_units=\(8, -1\)"),

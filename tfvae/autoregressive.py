@@ -1,4 +1,4 @@
-"""An autoregressive likelihood over the grey levels of an image: a shallow PixelCNN.
+"""Autoregressive likelihoods over the pixels of an image: shallow PixelCNNs.
 
 `PixelCNNHead` models p(x | z) = prod_i P(x_i | x_<i, z) over the pixels of a
 one-channel image in raster order (row by row, left to right), each factor a
@@ -12,7 +12,8 @@ of `kernel_size // 2 + num_layers` rows up), so the global shape of a digit
 is the decoder's, and its local texture (the grey levels of an edge, given
 its neighbours) is the head's. This is the PixelVAE's division of labour
 (Gulrajani et al. 2017), with the few layers of the PixelHVAE of Tomczak &
-Welling (2018).
+Welling (2018). `BernoulliPixelCNNHead` is the same head for binary images,
+a Bernoulli factor per pixel (the PixelVAE and PixelHVAE of binarized MNIST).
 
 `log_prob` is exact: a sum of log-probabilities of levels, each factor a
 normalized distribution over the levels, and the masks make the factor of
@@ -39,7 +40,12 @@ from tfvae.heads import DistributionHead
 
 tfd = tfp.distributions
 
-__all__ = ["PixelCNNHead", "AutoregressivePixels", "raster_mask"]
+__all__ = [
+    "PixelCNNHead",
+    "BernoulliPixelCNNHead",
+    "AutoregressivePixels",
+    "raster_mask",
+]
 
 
 def raster_mask(kernel_size, include_center):
@@ -155,61 +161,21 @@ class AutoregressivePixels(tfd.Distribution):
         )
 
 
-@keras.saving.register_keras_serializable(package="tfvae")
-class PixelCNNHead(DistributionHead):
-    """An autoregressive head: a shallow PixelCNN over discretized logistic mixtures.
+class _MaskedPixelHead(DistributionHead):
+    """The machinery of the autoregressive heads (see `PixelCNNHead`).
 
-    p(x | h) = prod_i P(x_i | x_<i, h), pixels in raster order, for
-    one-channel images (event shape (H, W, 1)). The projection of the
-    decoder's features h gives `filters` conditioning channels per pixel,
-    c(h); the pixels go through a masked `kernel_size` convolution (it sees
-    the pixels above and to the left, not the pixel itself), then
-    `num_layers` residual masked 3x3 convolutions, giving a(x_<i); at every
-    pixel, elu(c + a) goes through a 1x1 convolution with an elu and one onto
-    the 3K parameters of a mixture of K discretized logistics (logits,
-    locations, raw scales; scale = softplus(raw) + min_scale). See
-    `tfvae.autoregressive` for what the distribution offers.
-
-    The masked part depends on x alone: `prepare(x)` computes it once for
-    many samples of z (the importance-sampled log-likelihood's blocks).
-
-    Args:
-        levels: the number of grey levels, 256 for 8-bit data.
-        num_components: K, logistics per pixel.
-        filters: channels of the conditioning and of the masked layers.
-        kernel_size: the first masked convolution's size, odd.
-        num_layers: residual masked 3x3 layers after it (>= 0).
-        min_scale: the floor of the scales. Default 1e-3.
-        event_shape: (H, W, 1); see `DistributionHead`. A model's flat input
-            shape is refused: give the model image-shaped data,
-            `input_shape=(28, 28, 1)`.
-        projection: `"dense"` (default) or `"pixel"`; see `DistributionHead`.
-        **kwargs: base layer keyword arguments.
-
-    Example:
-
-    ```python
-    head = tfvae.autoregressive.PixelCNNHead(num_components=5, filters=32)
-    model = tfvae.VAE(input_shape=(28, 28, 1), likelihood=head)
-    ```
+    A subclass sets `_outputs_per_pixel()` and `_factor(params)`, the
+    distribution of every pixel (batch shape (..., H, W)) from the last 1x1
+    layer's outputs; the masked convolutions, the conditioning and the
+    sequential pictures are shared.
     """
 
     support = (0.0, 1.0)
     image_shaped = True
 
     def __init__(
-        self,
-        levels=256,
-        num_components=5,
-        filters=32,
-        kernel_size=5,
-        num_layers=2,
-        min_scale=1e-3,
-        event_shape=None,
-        **kwargs,
+        self, filters, kernel_size, num_layers, levels, event_shape=None, **kwargs
     ):
-        self.levels = _checks.positive_int(levels, "levels", minimum=2)
-        self.num_components = _checks.positive_int(num_components, "num_components")
         self.filters = _checks.positive_int(filters, "filters")
         self.kernel_size = _checks.positive_int(kernel_size, "kernel_size")
         if self.kernel_size % 2 == 0:
@@ -218,7 +184,7 @@ class PixelCNNHead(DistributionHead):
                 f"kernel_size={kernel_size}"
             )
         self.num_layers = _checks.positive_int(num_layers, "num_layers", minimum=0)
-        self.min_scale = _checks.non_negative_float(min_scale, "min_scale")
+        self.levels = levels
         self.num_params = self.filters
         self.discrete_values = level_values(self.levels)
         super().__init__(event_shape=_image_event_shape(event_shape), **kwargs)
@@ -248,11 +214,10 @@ class PixelCNNHead(DistributionHead):
         self.hidden_bias = self.add_weight(
             name="hidden_bias", shape=(f,), initializer="zeros"
         )
-        self.output_kernel = self.add_weight(
-            name="output_kernel", shape=(f, 3 * self.num_components)
-        )
+        outputs = self._outputs_per_pixel()
+        self.output_kernel = self.add_weight(name="output_kernel", shape=(f, outputs))
         self.output_bias = self.add_weight(
-            name="output_bias", shape=(3 * self.num_components,), initializer="zeros"
+            name="output_bias", shape=(outputs,), initializer="zeros"
         )
         self._masks = [raster_mask(k, include_center=False)] + [
             raster_mask(3, include_center=True)
@@ -271,18 +236,10 @@ class PixelCNNHead(DistributionHead):
         return h
 
     def _factors(self, context, conditioning):
-        """The mixture of every pixel from a(x_<i) and c(h), (..., H, W, F)."""
+        """The factor of every pixel from a(x_<i) and c(h), (..., H, W, F)."""
         h = ops.elu(context + conditioning)
         h = ops.elu(ops.matmul(h, self.hidden_kernel) + self.hidden_bias)
-        params = ops.matmul(h, self.output_kernel) + self.output_bias
-        k = self.num_components
-        logits, loc, raw_scale = (
-            params[..., :k],
-            params[..., k : 2 * k],
-            params[..., 2 * k :],
-        )
-        scale = ops.softplus(raw_scale) + self.min_scale
-        return DiscretizedLogisticMixture(logits, loc + 0.5, scale, levels=self.levels)
+        return self._factor(ops.matmul(h, self.output_kernel) + self.output_bias)
 
     def conditionals(self, x, conditioning):
         """The factor P(x_i | x_<i, h) of every pixel, batch shape (batch, H, W)."""
@@ -324,13 +281,132 @@ class PixelCNNHead(DistributionHead):
     def get_config(self):
         return {
             **super().get_config(),
-            "levels": self.levels,
-            "num_components": self.num_components,
             "filters": self.filters,
             "kernel_size": self.kernel_size,
             "num_layers": self.num_layers,
+        }
+
+
+@keras.saving.register_keras_serializable(package="tfvae")
+class PixelCNNHead(_MaskedPixelHead):
+    """An autoregressive head: a shallow PixelCNN over discretized logistic mixtures.
+
+    p(x | h) = prod_i P(x_i | x_<i, h), pixels in raster order, for
+    one-channel images (event shape (H, W, 1)). The projection of the
+    decoder's features h gives `filters` conditioning channels per pixel,
+    c(h); the pixels go through a masked `kernel_size` convolution (it sees
+    the pixels above and to the left, not the pixel itself), then
+    `num_layers` residual masked 3x3 convolutions, giving a(x_<i); at every
+    pixel, elu(c + a) goes through a 1x1 convolution with an elu and one onto
+    the 3K parameters of a mixture of K discretized logistics (logits,
+    locations, raw scales; scale = softplus(raw) + min_scale). See
+    `tfvae.autoregressive` for what the distribution offers, and
+    `BernoulliPixelCNNHead` for binary images.
+
+    The masked part depends on x alone: `prepare(x)` computes it once for
+    many samples of z (the importance-sampled log-likelihood's blocks).
+
+    Args:
+        levels: the number of grey levels, 256 for 8-bit data.
+        num_components: K, logistics per pixel.
+        filters: channels of the conditioning and of the masked layers.
+        kernel_size: the first masked convolution's size, odd.
+        num_layers: residual masked 3x3 layers after it (>= 0).
+        min_scale: the floor of the scales. Default 1e-3.
+        event_shape: (H, W, 1); see `DistributionHead`. A model's flat input
+            shape is refused: give the model image-shaped data,
+            `input_shape=(28, 28, 1)`.
+        projection: `"dense"` (default) or `"pixel"`; see `DistributionHead`.
+        **kwargs: base layer keyword arguments.
+
+    Example:
+
+    ```python
+    head = tfvae.autoregressive.PixelCNNHead(num_components=5, filters=32)
+    model = tfvae.VAE(input_shape=(28, 28, 1), likelihood=head)
+    ```
+    """
+
+    def __init__(
+        self,
+        levels=256,
+        num_components=5,
+        filters=32,
+        kernel_size=5,
+        num_layers=2,
+        min_scale=1e-3,
+        event_shape=None,
+        **kwargs,
+    ):
+        levels = _checks.positive_int(levels, "levels", minimum=2)
+        self.num_components = _checks.positive_int(num_components, "num_components")
+        self.min_scale = _checks.non_negative_float(min_scale, "min_scale")
+        super().__init__(
+            filters, kernel_size, num_layers, levels, event_shape=event_shape, **kwargs
+        )
+
+    def _outputs_per_pixel(self):
+        return 3 * self.num_components
+
+    def _factor(self, params):
+        k = self.num_components
+        logits, loc, raw_scale = (
+            params[..., :k],
+            params[..., k : 2 * k],
+            params[..., 2 * k :],
+        )
+        scale = ops.softplus(raw_scale) + self.min_scale
+        return DiscretizedLogisticMixture(logits, loc + 0.5, scale, levels=self.levels)
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "levels": self.levels,
+            "num_components": self.num_components,
             "min_scale": self.min_scale,
         }
+
+
+@keras.saving.register_keras_serializable(package="tfvae")
+class BernoulliPixelCNNHead(_MaskedPixelHead):
+    """The autoregressive head of binary images: a shallow PixelCNN of Bernoullis.
+
+    `PixelCNNHead`'s networks with a Bernoulli factor per pixel,
+    P(x_i = 1 | x_<i, h) = sigmoid(logit_i), the logit from the last 1x1
+    layer: the decoder of the PixelVAE / PixelHVAE on binarized MNIST
+    (Gulrajani et al. 2017; Tomczak & Welling 2018). Pixels must be 0 or 1
+    for a log-likelihood (training may take grey levels, as a cross-entropy,
+    like `tfvae.heads.BernoulliHead`). The sequential mean sets each pixel to
+    its probability given the ones before it, so set.
+
+    Args:
+        filters: channels of the conditioning and of the masked layers.
+        kernel_size: the first masked convolution's size, odd.
+        num_layers: residual masked 3x3 layers after it (>= 0).
+        event_shape: (H, W, 1); see `PixelCNNHead`.
+        projection: `"dense"` (default) or `"pixel"`; see `DistributionHead`.
+        **kwargs: base layer keyword arguments.
+
+    Example:
+
+    ```python
+    head = tfvae.autoregressive.BernoulliPixelCNNHead(filters=32)
+    model = tfvae.HierarchicalVAE(input_shape=(28, 28, 1), likelihood=head)
+    ```
+    """
+
+    def __init__(
+        self, filters=32, kernel_size=5, num_layers=2, event_shape=None, **kwargs
+    ):
+        super().__init__(
+            filters, kernel_size, num_layers, 2, event_shape=event_shape, **kwargs
+        )
+
+    def _outputs_per_pixel(self):
+        return 1
+
+    def _factor(self, params):
+        return tfd.Bernoulli(logits=params[..., 0], dtype=tf.float32)
 
 
 def _image_event_shape(event_shape):
@@ -340,7 +416,7 @@ def _image_event_shape(event_shape):
     shape = tuple(event_shape)
     if len(shape) != 3 or shape[-1] != 1:
         raise ValueError(
-            "PixelCNNHead models one-channel images: its event shape must be "
+            "The autoregressive heads model one-channel images: the event shape is "
             "(height, width, 1); give the model image-shaped data, e.g. "
             f"input_shape=(28, 28, 1). Received: event_shape={shape}"
         )

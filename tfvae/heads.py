@@ -641,6 +641,8 @@ _FIXED_GAUSSIAN = "gaussian-fixed:"
 _LOGISTIC_MIXTURE = "discretized-logistic:"
 # The autoregressive head, tfvae.autoregressive.PixelCNNHead (K components).
 _PIXELCNN = "pixelcnn"
+# Its binary sibling, tfvae.autoregressive.BernoulliPixelCNNHead (F filters).
+_PIXELCNN_BERNOULLI = "pixelcnn-bernoulli"
 NAMES = (
     *_NAMES,
     _FIXED_GAUSSIAN + "SIGMA",
@@ -648,6 +650,8 @@ NAMES = (
     _PIXELCNN,
     _PIXELCNN + ":K",
     _PIXELCNN + ":K:F",
+    _PIXELCNN_BERNOULLI,
+    _PIXELCNN_BERNOULLI + ":F",
 )
 
 
@@ -694,6 +698,17 @@ def _from_name(name, projection="dense"):
             )
         )
         return PixelCNNHead(projection=projection, **sizes)
+    if key == _PIXELCNN_BERNOULLI or key.startswith(_PIXELCNN_BERNOULLI + ":"):
+        from tfvae.autoregressive import BernoulliPixelCNNHead
+
+        text = name[len(_PIXELCNN_BERNOULLI) + 1 :]
+        if key != _PIXELCNN_BERNOULLI and not (text.isdigit() and int(text) >= 1):
+            raise ValueError(
+                f"The F of {_PIXELCNN_BERNOULLI}:F must be a positive integer, the "
+                f"number of filters. Received: likelihood={name!r}"
+            )
+        sizes = {"filters": int(text)} if key != _PIXELCNN_BERNOULLI else {}
+        return BernoulliPixelCNNHead(projection=projection, **sizes)
     raise ValueError(
         f"Unknown likelihood {name!r}. Valid names: {list(NAMES)}, or a "
         f"tfvae.heads.DistributionHead instance. Received: likelihood={name!r}"
@@ -713,7 +728,9 @@ def get(identifier, projection="dense"):
             `DiscretizedLogisticHead(num_components=K)`), `"pixelcnn"`,
             `"pixelcnn:K"` and `"pixelcnn:K:F"`
             (`tfvae.autoregressive.PixelCNNHead` with 5 or K components and
-            32 or F filters; image-shaped data), a
+            32 or F filters; image-shaped data), `"pixelcnn-bernoulli"` and
+            `"pixelcnn-bernoulli:F"` (its binary sibling,
+            `tfvae.autoregressive.BernoulliPixelCNNHead`), a
             config dict produced by `tfvae.heads.serialize`, or a
             `DistributionHead` instance, returned as is.
         projection: the projection of a head made from a name, `"dense"`
