@@ -1,6 +1,7 @@
 import json
 import os
 import re
+import warnings
 
 import keras
 import numpy as np
@@ -267,6 +268,39 @@ def test_history_file_stops_early_and_keeps_the_best_weights(tmp_path):
     restored = small_vae()
     restored.load_weights(best)
     np.testing.assert_array_equal(restored.weights[0].numpy(), weights[2])
+
+
+def test_the_best_weights_of_a_compiled_model_leave_out_the_optimizer(tmp_path):
+    """A quarter of the file for Adam with a moving average; restored exactly."""
+    import h5py
+
+    rng = np.random.default_rng(0)
+    x = (rng.random((200, 12)) > 0.5).astype("float32")
+    path, best = tmp_path / "history.json", str(tmp_path / "best.weights.h5")
+    model = small_vae()
+    model.compile(optimizer=keras.optimizers.Adam(1e-3, use_ema=True))
+    callback = tfvae.callbacks.HistoryFile(path, patience=5, best_weights_path=best)
+    model.fit(x, validation_data=x, epochs=1, batch_size=100, verbose=0)
+    callback.set_model(model)
+    callback.on_epoch_begin(0)
+    callback.on_epoch_end(0, {"val_elbo": -1.0})
+    saved = model.get_weights()
+    with h5py.File(best) as file:
+        assert "optimizer" not in file or not len(file["optimizer"]["vars"])
+    optimizer_state = [v.numpy().copy() for v in model.optimizer.variables]
+    model.fit(x, epochs=1, batch_size=100, verbose=0)  # moves weights and state
+    state_now = [v.numpy().copy() for v in model.optimizer.variables]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # restore_best is quiet
+        callback.restore_best()
+    for restored, expected in zip(model.get_weights(), saved, strict=True):
+        np.testing.assert_array_equal(restored, expected)
+    for value, variable in zip(state_now, model.optimizer.variables, strict=True):
+        np.testing.assert_array_equal(variable.numpy(), value)  # left as it was
+    assert any(
+        not np.array_equal(a, b)
+        for a, b in zip(optimizer_state, state_now, strict=True)
+    )
 
 
 def test_history_file_resumes_its_rows_and_early_stopping(tmp_path):

@@ -11,6 +11,7 @@ import json
 import os
 import shutil
 import tempfile
+import warnings
 
 
 def _process_is_gone(pid):
@@ -103,6 +104,29 @@ def staged_folder(target, prefix=".tfvae-"):
     finally:
         if os.path.isdir(staging):
             shutil.rmtree(staging)
+
+
+def save_model_weights(model, path):
+    """Saves the model's own weights to `path` (`.weights.h5`), not its optimizer's.
+
+    `model.save_weights` of a compiled model also saves the optimizer's
+    variables (for Adam with a moving average, three times the weights); a
+    preset or the best weights of a run need only the model's. A compiled
+    model's weights go through an uncompiled copy (`from_config`).
+    """
+    if getattr(model, "optimizer", None) is not None:
+        copy = type(model).from_config(model.get_config())
+        copy.set_weights(model.get_weights())
+        model = copy
+    model.save_weights(path)
+
+
+def load_model_weights(model, path):
+    """Loads weights that `save_model_weights` wrote into a model, compiled or
+    not; a compiled model's optimizer keeps its state (the file has none)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", "Skipping variable loading for optimizer")
+        model.load_weights(path)
 
 
 def write_json(path, value):

@@ -309,12 +309,15 @@ class HistoryFile(keras.callbacks.Callback):
     With `patience` > 0, it also does early stopping on `monitor` (the
     validation ELBO by default): the weights of the epoch with the highest
     value so far are saved to
-    `best_weights_path`, and training stops once `patience` epochs have passed
-    without a better one. The state is the file itself, so early stopping
-    resumes correctly after an interruption. Restore the best weights after
-    `fit` with `model.load_weights(best_weights_path)`; `best_epoch` says
-    which epoch they are from. In a multi-worker cluster only the chief writes
-    (`tfvae.distribute.is_chief`); every worker stops at the same epoch.
+    `best_weights_path` (the model's weights, not the optimizer's: a quarter
+    of the file for Adam with a moving average), and training stops once
+    `patience` epochs have passed without a better one. The state is the file
+    itself, so early stopping resumes correctly after an interruption.
+    Restore the best weights after `fit` with `restore_best()` (or
+    `model.load_weights(best_weights_path)`, which warns that the file holds
+    no optimizer state); `best_epoch` says which epoch they are from. In a
+    multi-worker cluster only the chief writes (`tfvae.distribute.is_chief`);
+    every worker stops at the same epoch.
 
     Args:
         path: the JSON file (its folder must exist).
@@ -332,7 +335,7 @@ class HistoryFile(keras.callbacks.Callback):
         "run/history.json", patience=50, best_weights_path="run/best.weights.h5"
     )
     model.fit(x, validation_data=x_valid, epochs=1000, callbacks=[history])
-    model.load_weights("run/best.weights.h5")
+    history.restore_best()
     ```
     """
 
@@ -356,6 +359,10 @@ class HistoryFile(keras.callbacks.Callback):
         if not rows:
             return None
         return max(rows, key=lambda row: row[self.monitor])["epoch"]
+
+    def restore_best(self):
+        """Loads the best epoch's weights into the model (see the class)."""
+        _files.load_model_weights(self.model, self.best_weights_path)
 
     def on_epoch_begin(self, epoch, logs=None):
         self._epoch_start = time.perf_counter()
@@ -399,7 +406,7 @@ class HistoryFile(keras.callbacks.Callback):
             partial = (
                 self.best_weights_path[: -len(".weights.h5")] + ".partial.weights.h5"
             )
-            self.model.save_weights(partial)
+            _files.save_model_weights(self.model, partial)
             os.replace(partial, self.best_weights_path)
         elif epoch + 1 - best >= self.patience:
             print(f"early stopping: no better {self.monitor} since epoch {best}")

@@ -642,7 +642,7 @@ def train(config, out_dir, resume=False, verbose=1):
         raise
     best_epoch = None
     if history.patience:
-        model.load_weights(history.best_weights_path)
+        history.restore_best()
         best_epoch = history.best_epoch
     model_path = os.path.join(out_dir, "model.keras")
     model.save(model_path)

@@ -320,20 +320,6 @@ def load_model(source):
     raise ValueError(f"no such model file or preset: {source} (presets: {list()})")
 
 
-def _weights_only(model):
-    """The model itself if uncompiled, else an uncompiled copy of its weights.
-
-    A preset's weights leave out the optimizer's state (for Adam, twice the
-    weights): a loaded preset gets a fresh optimizer, and the file is a third
-    of the size.
-    """
-    if getattr(model, "optimizer", None) is None:
-        return model
-    copy = type(model).from_config(model.get_config())
-    copy.set_weights(model.get_weights())
-    return copy
-
-
 def _card_samples(model):
     """The card's samples: 64, or 8 of each class of a conditional model."""
     if not model.num_classes:
@@ -419,7 +405,7 @@ def save_preset(
         with open(os.path.join(staging, "config.json"), "w") as file:
             json.dump(keras.saving.serialize_keras_object(model), file, indent=2)
         weights = os.path.join(staging, "model.weights.h5")
-        _weights_only(model).save_weights(weights)
+        _files.save_model_weights(model, weights)
         meta = {
             "name": os.path.basename(os.path.abspath(folder)),
             "class_name": type(model).__name__,
