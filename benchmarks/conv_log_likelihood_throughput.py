@@ -8,6 +8,10 @@ dims (40, 40), `hidden_units=((), (300, 300))`, gated linear layers,
 top-down inference, skip connections and the VampPrior with 500
 pseudo-inputs.
 
+With an autoregressive head (`--preset pixelhvae2_vampprior_caltech`), the
+decoder's plain forward pass is the teacher-forced one: every pixel's
+factor given the pixels before it, at a test image.
+
 One decoder evaluation is one (example, sample) pair. The estimator's rate
 (`model.log_likelihood` on `--examples` test images with K = `--num-samples`)
 is compared with the plain forward pass of the same decoder (`model.decode`
@@ -42,6 +46,7 @@ from tensorflow.python.profiler import model_analyzer, option_builder  # noqa: E
 
 import tfvae  # noqa: E402
 from tfvae import estimators  # noqa: E402
+from tfvae.autoregressive import AutoregressiveHead  # noqa: E402
 
 
 def default_model():
@@ -67,14 +72,40 @@ def flops(function, *specs):
     return model_analyzer.profile(graph, options=options).total_float_ops
 
 
-def decoder_reference(model, rows, blocks):
-    """The decoder's forward pass on `blocks` blocks of `rows` z, in one call."""
+def test_images(preset, examples):
+    """`examples` random test images of the preset's binary dataset (else of
+    the binarized MNIST), (examples, 28, 28, 1), and where they are from."""
+    name = tfvae.zoo.info(preset)["data"]["name"] if preset else "binarized_mnist"
+    if name == "binarized_mnist" or not os.environ.get("TFVAE_DATA_DIR"):
+        x, source = load_test_images(examples)
+        return x.reshape(-1, 28, 28, 1), source
+    x = tfvae.data.load(name, split="test", shape=(28, 28, 1))
+    rows = np.random.default_rng(0).choice(len(x), examples, replace=False)
+    return x[rows], f"{name} (test, random rows)"
+
+
+def decoder_forward(model, x):
+    """z -> the likelihood's parameters, the decoder's plain forward pass.
+
+    For an autoregressive head (`tfvae.autoregressive.AutoregressiveHead`)
+    that is the teacher-forced pass at the pixels of `x[:1]`: every factor
+    given the pixels before it, the masked part computed once, as the
+    estimator computes it once per example.
+    """
+    head = model.likelihood
+    if isinstance(head, AutoregressiveHead):
+        prepared = head.prepare(x[:1])
+        return lambda z: head.factors(prepared, model.decode(z).conditioning).logits
+    return lambda z: head.output_parameters(model.decode(z))["mean"]
+
+
+def decoder_reference(model, forward, rows, blocks):
+    """`forward` on `blocks` blocks of `rows` z, in one call."""
     z = tf.random.normal((rows, model.decode_dim))
     parallel = estimators.parallel_blocks()
 
     def block(i, total):
-        p = model.decode(z + tf.cast(i, tf.float32))  # a new input per block
-        parameters = model.likelihood.output_parameters(p)["mean"]
+        parameters = forward(z + tf.cast(i, tf.float32))  # a new input per block
         return i + 1, total + tf.reduce_sum(parameters[:1])
 
     @tf.function
@@ -94,8 +125,7 @@ def main(argv=None):
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args(argv)
 
-    x, source = load_test_images(args.examples)
-    x = x.reshape(-1, 28, 28, 1)
+    x, source = test_images(args.preset, args.examples)
     keras.utils.set_random_seed(0)
     model = tfvae.zoo.load(args.preset) if args.preset else default_model()
     name = args.preset or "the issue #19 architecture, fresh weights"
@@ -103,13 +133,11 @@ def main(argv=None):
         model, len(x), args.num_samples, None, estimators.DEFAULT_MEMORY_BUDGET
     )
     blocks = -(-args.num_samples // block)
-    reference = decoder_reference(model, examples * block, blocks)
+    forward = decoder_forward(model, x)
+    reference = decoder_reference(model, forward, examples * block, blocks)
     reference_rows = examples * block * blocks
     pairs = len(x) * args.num_samples
-    decoder_flops = flops(
-        lambda z: model.likelihood.output_parameters(model.decode(z))["mean"],
-        tf.TensorSpec((1, model.decode_dim)),
-    )
+    decoder_flops = flops(forward, tf.TensorSpec((1, model.decode_dim)))
     encoder_flops = flops(
         lambda v: model.encode(v, sample=False)[0].mean(),
         tf.TensorSpec((1, *model.input_shape)),

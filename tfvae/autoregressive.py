@@ -41,6 +41,7 @@ from tfvae.heads import DistributionHead
 tfd = tfp.distributions
 
 __all__ = [
+    "AutoregressiveHead",
     "PixelCNNHead",
     "BernoulliPixelCNNHead",
     "AutoregressivePixels",
@@ -161,13 +162,16 @@ class AutoregressivePixels(tfd.Distribution):
         )
 
 
-class _MaskedPixelHead(DistributionHead):
-    """The machinery of the autoregressive heads (see `PixelCNNHead`).
+class AutoregressiveHead(DistributionHead):
+    """The base class of the autoregressive heads (see `PixelCNNHead`).
 
     A subclass sets `_outputs_per_pixel()` and `_factor(params)`, the
     distribution of every pixel (batch shape (..., H, W)) from the last 1x1
     layer's outputs; the masked convolutions, the conditioning and the
-    sequential pictures are shared.
+    sequential pictures are shared. The teacher-forced pass is
+    `factors(prepare(x), conditioning(features))`, whose first argument can
+    be computed once for many samples of z (as the importance-sampled
+    log-likelihood does).
     """
 
     support = (0.0, 1.0)
@@ -235,15 +239,16 @@ class _MaskedPixelHead(DistributionHead):
             h = out if h is None else h + out  # residual after the first
         return h
 
-    def _factors(self, context, conditioning):
-        """The factor of every pixel from a(x_<i) and c(h), (..., H, W, F)."""
+    def factors(self, context, conditioning):
+        """The factor of every pixel from a(x_<i) = `prepare(x)` and c(h) =
+        `conditioning(features)`, both (..., H, W, F) (broadcast)."""
         h = ops.elu(context + conditioning)
         h = ops.elu(ops.matmul(h, self.hidden_kernel) + self.hidden_bias)
         return self._factor(ops.matmul(h, self.output_kernel) + self.output_bias)
 
     def conditionals(self, x, conditioning):
         """The factor P(x_i | x_<i, h) of every pixel, batch shape (batch, H, W)."""
-        return self._factors(self.prepare(x), conditioning)
+        return self.factors(self.prepare(x), conditioning)
 
     def conditioning(self, features):
         """c(h): the projection of the features, (batch, H, W, filters)."""
@@ -261,7 +266,7 @@ class _MaskedPixelHead(DistributionHead):
         conditioning = self.conditioning(features)  # (S * B, H, W, F)
         x = ops.reshape(ops.cast(x, "float32"), (-1, *self.event_shape))
         shape = (num_samples, -1, *self.event_shape[:-1])
-        factors = self._factors(
+        factors = self.factors(
             context[None], ops.reshape(conditioning, (*shape, self.filters))
         )
         log_probs = factors.log_prob(x[None, ..., 0])  # (S, B, H, W)
@@ -288,7 +293,7 @@ class _MaskedPixelHead(DistributionHead):
 
 
 @keras.saving.register_keras_serializable(package="tfvae")
-class PixelCNNHead(_MaskedPixelHead):
+class PixelCNNHead(AutoregressiveHead):
     """An autoregressive head: a shallow PixelCNN over discretized logistic mixtures.
 
     p(x | h) = prod_i P(x_i | x_<i, h), pixels in raster order, for
@@ -368,7 +373,7 @@ class PixelCNNHead(_MaskedPixelHead):
 
 
 @keras.saving.register_keras_serializable(package="tfvae")
-class BernoulliPixelCNNHead(_MaskedPixelHead):
+class BernoulliPixelCNNHead(AutoregressiveHead):
     """The autoregressive head of binary images: a shallow PixelCNN of Bernoullis.
 
     `PixelCNNHead`'s networks with a Bernoulli factor per pixel,
