@@ -471,6 +471,7 @@ def test_the_zoo_has_the_promised_presets():
         "hvae2_bernoulli_bmnist",
         "hvae2_vampprior_bmnist",
         "hvae2_vampprior_dmnist",
+        "pixelhvae2_vampprior_caltech",
         "vae_bernoulli_bmnist",
         "vae_bernoulli_bmnist_2d",
         "vae_gaussian_digits",
