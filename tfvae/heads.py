@@ -655,6 +655,19 @@ NAMES = (
 )
 
 
+def _sizes(name, prefix, keys, message):
+    """The optional positive integers of `prefix[:A[:B...]]`, by `keys`.
+
+    `name` is `prefix` alone (no sizes: `{}`) or `prefix:` and up to
+    `len(keys)` integers >= 1 joined by ":"; anything else raises
+    `ValueError(message)`, with the name received.
+    """
+    fields = name[len(prefix) + 1 :].split(":") if len(name) > len(prefix) else []
+    if len(fields) > len(keys) or not all(f.isdigit() and int(f) >= 1 for f in fields):
+        raise ValueError(f"{message} Received: likelihood={name!r}")
+    return dict(zip(keys[: len(fields)], map(int, fields), strict=True))
+
+
 def _from_name(name, projection="dense"):
     """A new head for a name of `NAMES`, with the projection given."""
     key = name.lower()
@@ -683,31 +696,24 @@ def _from_name(name, projection="dense"):
     if key == _PIXELCNN or key.startswith(_PIXELCNN + ":"):
         from tfvae.autoregressive import PixelCNNHead  # it builds on this module
 
-        fields = name[len(_PIXELCNN) + 1 :].split(":") if key != _PIXELCNN else []
-        if len(fields) > 2 or not all(f.isdigit() and int(f) >= 1 for f in fields):
-            raise ValueError(
-                f"The K and F of {_PIXELCNN}:K[:F] must be positive integers, "
-                "the number of components and of filters. Received: "
-                f"likelihood={name!r}"
-            )
-        sizes = dict(
-            zip(
-                ("num_components", "filters")[: len(fields)],
-                map(int, fields),
-                strict=True,
-            )
+        sizes = _sizes(
+            name,
+            _PIXELCNN,
+            ("num_components", "filters"),
+            f"The K and F of {_PIXELCNN}:K[:F] must be positive integers, the "
+            "number of components and of filters.",
         )
         return PixelCNNHead(projection=projection, **sizes)
     if key == _PIXELCNN_BERNOULLI or key.startswith(_PIXELCNN_BERNOULLI + ":"):
         from tfvae.autoregressive import BernoulliPixelCNNHead
 
-        text = name[len(_PIXELCNN_BERNOULLI) + 1 :]
-        if key != _PIXELCNN_BERNOULLI and not (text.isdigit() and int(text) >= 1):
-            raise ValueError(
-                f"The F of {_PIXELCNN_BERNOULLI}:F must be a positive integer, the "
-                f"number of filters. Received: likelihood={name!r}"
-            )
-        sizes = {"filters": int(text)} if key != _PIXELCNN_BERNOULLI else {}
+        sizes = _sizes(
+            name,
+            _PIXELCNN_BERNOULLI,
+            ("filters",),
+            f"The F of {_PIXELCNN_BERNOULLI}:F must be a positive integer, the "
+            "number of filters.",
+        )
         return BernoulliPixelCNNHead(projection=projection, **sizes)
     raise ValueError(
         f"Unknown likelihood {name!r}. Valid names: {list(NAMES)}, or a "
